@@ -1,0 +1,217 @@
+//! clap definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Run large language models locally through pluggable inference engines.
+///
+/// Engines (llama.cpp, ONNX Runtime, Candle, ...) are plugins discovered from manifest
+/// directories: --plugins-dir, then $RUNANYWHERE_PLUGIN_PATH, then `plugins/` next to
+/// this binary and ~/.local/share/runanywhere/plugins.
+#[derive(Debug, Parser)]
+#[command(name = "runanywhere", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Extra directory of plugin manifests, searched first (repeatable).
+    #[arg(long = "plugins-dir", value_name = "DIR", global = true)]
+    pub(crate) plugins_dir: Vec<PathBuf>,
+
+    /// More log output on stderr (-v info, -vv debug); or set RUNANYWHERE_LOG.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// List engine plugins: available ones and the ledger of those that failed to load.
+    Engines(EnginesArgs),
+    /// Generate text from a prompt, streaming it to stdout; metrics go to stderr.
+    Run(RunArgs),
+    /// Show how a model's tokenizer splits text into token ids.
+    Tokenize(TokenizeArgs),
+    /// Measure load time, prefill and decode speed of one or more engines.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EnginesArgs {
+    /// Print JSON (an array of engine objects) instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Which model, on which engine, with which resources.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ModelArgs {
+    /// Model file or folder (or `mock` with --engine mock).
+    #[arg(short, long, value_name = "PATH")]
+    pub(crate) model: String,
+
+    /// Engine id (see `runanywhere engines`); default: detected from the model's format.
+    #[arg(short, long, value_name = "ID")]
+    pub(crate) engine: Option<String>,
+
+    /// Separate tokenizer file, for formats that need one (llama2.c `tok*.bin`).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tokenizer: Option<PathBuf>,
+
+    /// Context length in tokens (0 = the model's own, capped by the engine).
+    #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 0)]
+    pub(crate) ctx_size: u32,
+
+    /// Worker threads (0 = all cores).
+    #[arg(short, long, value_name = "N", default_value_t = 0)]
+    pub(crate) threads: u32,
+
+    /// Prompt batch size for prefill (0 = engine default).
+    #[arg(
+        short = 'b',
+        long = "batch-size",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub(crate) batch_size: u32,
+
+    /// Layers to offload to a GPU where the engine supports it (-1 = all).
+    #[arg(
+        long = "gpu-layers",
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub(crate) gpu_layers: i32,
+}
+
+/// Sampling and stopping options.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct SamplingArgs {
+    /// Temperature; 0 = greedy (deterministic).
+    #[arg(long, value_name = "F", default_value_t = 0.8)]
+    pub(crate) temperature: f32,
+
+    /// Sample among the K most likely tokens (0 = off).
+    #[arg(long = "top-k", value_name = "N", default_value_t = 40)]
+    pub(crate) top_k: u32,
+
+    /// Nucleus sampling threshold (1.0 = off).
+    #[arg(long = "top-p", value_name = "F", default_value_t = 0.95)]
+    pub(crate) top_p: f32,
+
+    /// Drop tokens below F × the top probability (0 = off).
+    #[arg(long = "min-p", value_name = "F", default_value_t = 0.05)]
+    pub(crate) min_p: f32,
+
+    /// Penalise repeated tokens (1.0 = off).
+    #[arg(long = "repeat-penalty", value_name = "F", default_value_t = 1.0)]
+    pub(crate) repeat_penalty: f32,
+
+    /// How many recent tokens the repeat penalty looks at.
+    #[arg(long = "repeat-last-n", value_name = "N", default_value_t = 64)]
+    pub(crate) repeat_last_n: u32,
+
+    /// Random seed (default: random, printed in the metrics).
+    #[arg(long, value_name = "N")]
+    pub(crate) seed: Option<u64>,
+
+    /// Stop after N generated tokens (0 = until the context is full).
+    #[arg(
+        short = 'n',
+        long = "max-tokens",
+        value_name = "N",
+        default_value_t = 256
+    )]
+    pub(crate) max_tokens: u32,
+
+    /// Stop when the output contains S; S is not printed (repeatable).
+    #[arg(long = "stop", value_name = "S")]
+    pub(crate) stop: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+
+    #[command(flatten)]
+    pub(crate) sampling: SamplingArgs,
+
+    /// Use these token ids as the prompt instead of text, e.g. "1 403 407".
+    #[arg(long = "prompt-ids", value_name = "IDS", conflicts_with = "prompt")]
+    pub(crate) prompt_ids: Option<String>,
+
+    /// Do not add BOS (or the model's other special prefix) to a text prompt.
+    #[arg(long = "no-bos")]
+    pub(crate) no_bos: bool,
+
+    /// Print one JSON object at the end (prompt_ids, generated_ids, text, stop_reason,
+    /// metrics) instead of streaming text.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// The prompt; read from stdin when absent and stdin is not a terminal.
+    pub(crate) prompt: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenizeArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+
+    /// Add no special tokens (BOS) and treat special-token text as plain text.
+    #[arg(long = "no-special")]
+    pub(crate) no_special: bool,
+
+    /// Print {"ids": [...], "pieces": [...]}.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Text to tokenize; read from stdin exactly as given (no trimming) when absent.
+    pub(crate) text: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Model file or folder (or `mock`).
+    #[arg(short, long, value_name = "PATH")]
+    pub(crate) model: String,
+
+    /// Engines to compare (repeatable); default: the one chosen for the model's format.
+    #[arg(short, long = "engine", value_name = "ID")]
+    pub(crate) engines: Vec<String>,
+
+    /// Separate tokenizer file, for formats that need one.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tokenizer: Option<PathBuf>,
+
+    /// Prompt text.
+    #[arg(short, long, default_value = "Once upon a time")]
+    pub(crate) prompt: String,
+
+    /// Tokens to generate per run.
+    #[arg(
+        short = 'n',
+        long = "max-tokens",
+        value_name = "N",
+        default_value_t = 128
+    )]
+    pub(crate) max_tokens: u32,
+
+    /// Measured runs per engine (after one warm-up run).
+    #[arg(short, long, value_name = "N", default_value_t = 3)]
+    pub(crate) runs: u32,
+
+    /// Context length (0 = the model's own).
+    #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 0)]
+    pub(crate) ctx_size: u32,
+
+    /// Worker threads (0 = all cores).
+    #[arg(short, long, value_name = "N", default_value_t = 0)]
+    pub(crate) threads: u32,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}

@@ -1,0 +1,194 @@
+//! Safe handles on the plugin objects: [`Engine`] and [`Model`].
+//!
+//! These own the abi_stable trait objects and convert between the ABI's types and
+//! plain Rust. The token sink the host passes into `generate` catches panics of the
+//! caller's closure (an unwind must not cross the `extern "C"` boundary) and re-raises
+//! them after the plugin has returned.
+
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RStr},
+};
+use runanywhere_plugin_api::abi::{TokenSink, TokenSink_TO};
+use runanywhere_plugin_api::{
+    EngineBox, EngineError, EngineInfo, GenerateRequest, GenerationStats, LoadRequest, ModelBox,
+    ModelInfo, SinkControl,
+};
+
+use crate::error::Error;
+use crate::manifest::Manifest;
+
+/// A loaded, initialised engine plugin.
+pub struct Engine {
+    pub(crate) manifest: Manifest,
+    pub(crate) info: EngineInfo,
+    pub(crate) library: PathBuf,
+    pub(crate) handle: EngineBox,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("id", &self.manifest.id)
+            .field("library", &self.library)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// The engine id (from the manifest).
+    pub fn id(&self) -> &str {
+        &self.manifest.id
+    }
+
+    /// What the engine says about itself.
+    pub fn info(&self) -> &EngineInfo {
+        &self.info
+    }
+
+    /// The manifest it was loaded from.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The library file.
+    pub fn library(&self) -> &std::path::Path {
+        &self.library
+    }
+
+    /// Whether the manifest says the engine reads `format`.
+    pub fn reads(&self, format: &str) -> bool {
+        self.manifest.formats.iter().any(|f| f == format)
+    }
+
+    /// Loads a model.
+    pub fn load_model(&self, request: LoadRequest) -> Result<Model, Error> {
+        let handle = into_result(self.handle.load_model(request)).map_err(|e| self.wrap(e))?;
+        let info = handle.info();
+        Ok(Model {
+            engine: self.id().to_string(),
+            handle,
+            info,
+        })
+    }
+
+    fn wrap(&self, source: EngineError) -> Error {
+        Error::Engine {
+            engine: self.id().to_string(),
+            source,
+        }
+    }
+}
+
+/// A loaded model. Dropping it unloads the model in its engine.
+pub struct Model {
+    engine: String,
+    handle: ModelBox,
+    info: ModelInfo,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("engine", &self.engine)
+            .field("architecture", &self.info.architecture)
+            .finish()
+    }
+}
+
+impl Model {
+    /// The id of the engine that loaded it.
+    pub fn engine_id(&self) -> &str {
+        &self.engine
+    }
+
+    /// Facts about the model (read once at load).
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Text → token ids.
+    pub fn tokenize(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, Error> {
+        into_result(
+            self.handle
+                .tokenize(RStr::from(text), add_special, parse_special),
+        )
+        .map(|ids| ids.into_vec())
+        .map_err(|e| self.wrap(e))
+    }
+
+    /// Token ids → text.
+    pub fn detokenize(&self, ids: &[u32]) -> Result<String, Error> {
+        into_result(self.handle.detokenize(ids.into()))
+            .map(|s| s.into_string())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The raw bytes of one token.
+    pub fn token_piece(&self, id: u32) -> Result<Vec<u8>, Error> {
+        into_result(self.handle.token_piece(id))
+            .map(|b| b.into_vec())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Generates, calling `on_token(id, piece)` once per token; return
+    /// [`SinkControl::Stop`] to cancel. A panic in `on_token` stops the generation and
+    /// is re-raised here once the engine has returned.
+    pub fn generate(
+        &self,
+        request: GenerateRequest,
+        on_token: impl FnMut(u32, &str) -> SinkControl,
+    ) -> Result<GenerationStats, Error> {
+        let mut sink = HostSink {
+            on_token,
+            panic: None,
+        };
+        let result = {
+            let sink_ref = TokenSink_TO::from_ptr(&mut sink, TD_Opaque);
+            self.handle.generate(request, sink_ref)
+        };
+        if let Some(payload) = sink.panic.take() {
+            resume_unwind(payload);
+        }
+        into_result(result).map_err(|e| self.wrap(e))
+    }
+
+    fn wrap(&self, source: EngineError) -> Error {
+        Error::Engine {
+            engine: self.engine.clone(),
+            source,
+        }
+    }
+}
+
+struct HostSink<F> {
+    on_token: F,
+    panic: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl<F: FnMut(u32, &str) -> SinkControl> TokenSink for HostSink<F> {
+    fn on_token(&mut self, id: u32, piece: RStr<'_>) -> SinkControl {
+        if self.panic.is_some() {
+            return SinkControl::Stop;
+        }
+        match catch_unwind(AssertUnwindSafe(|| (self.on_token)(id, piece.as_str()))) {
+            Ok(control) => control,
+            Err(payload) => {
+                self.panic = Some(payload);
+                SinkControl::Stop
+            }
+        }
+    }
+}
+
+fn into_result<T>(r: RResult<T, EngineError>) -> Result<T, EngineError> {
+    r.into_result()
+}

@@ -1,0 +1,338 @@
+//! Discovery of engine plugins, the unavailable ledger, and routing models to engines.
+//!
+//! Discovery never fails as a whole: every manifest either yields an [`Engine`] or an
+//! [`Unavailable`] entry saying why not, and the host goes on with the rest. The first
+//! manifest of an id wins; later ones with the same id are skipped (logged), so a
+//! `--plugins-dir` can override an installed plugin.
+
+use std::path::{Path, PathBuf};
+
+use abi_stable::std_types::RVec;
+use runanywhere_plugin_api::{InitRequest, KeyValue, PLUGIN_API_VERSION};
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::format::{self, ModelFormat};
+use crate::loader::{self, LoadError};
+use crate::manifest::{Manifest, ManifestError};
+
+/// Environment variable with extra plugin directories (`:`-separated, like `PATH`).
+pub const PLUGIN_PATH_ENV: &str = "RUNANYWHERE_PLUGIN_PATH";
+
+/// Why a plugin is unavailable.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnavailableKind {
+    /// The manifest could not be read or parsed.
+    InvalidManifest,
+    /// The manifest's `platforms` excludes this OS.
+    UnsupportedPlatform,
+    /// The manifest or the library is for another plugin-API version.
+    ApiVersionMismatch,
+    /// The library file does not exist.
+    LibraryMissing,
+    /// The library exists but could not be opened.
+    LibraryLoadFailed,
+    /// The library is not a RunAnywhere plugin.
+    NotAPlugin,
+    /// abi_stable found a different type layout (built against another ABI).
+    AbiMismatch,
+    /// The plugin's `init` failed or panicked.
+    InitFailed,
+    /// The manifest claims formats the engine does not report.
+    FormatMismatch,
+}
+
+/// A ledger entry: a plugin that could not be made available, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unavailable {
+    /// The engine id (the manifest's, or its file stem when it has none).
+    pub id: String,
+    /// The manifest.
+    pub manifest: PathBuf,
+    /// The library, when the manifest named one.
+    pub library: Option<PathBuf>,
+    /// The kind of failure.
+    pub kind: UnavailableKind,
+    /// A human explanation with the fix.
+    pub reason: String,
+}
+
+/// The discovered engines and the ledger of those that failed.
+#[derive(Debug, Default)]
+pub struct Registry {
+    engines: Vec<Engine>,
+    unavailable: Vec<Unavailable>,
+}
+
+/// The plugin directories to search, in order: `cli_dirs` (`--plugins-dir`), then
+/// [`PLUGIN_PATH_ENV`], then the defaults: `plugins/` next to the executable and the
+/// user's data directory (`~/.local/share/runanywhere/plugins` on Linux).
+pub fn search_dirs(cli_dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = cli_dirs.to_vec();
+    if let Some(paths) = std::env::var_os(PLUGIN_PATH_ENV) {
+        dirs.extend(std::env::split_paths(&paths).filter(|p| !p.as_os_str().is_empty()));
+    }
+    dirs.extend(default_dirs());
+    dirs
+}
+
+/// The default plugin directories.
+pub fn default_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        dirs.push(exe_dir.join("plugins"));
+    }
+    if let Some(data) = dirs::data_dir() {
+        dirs.push(data.join("runanywhere").join("plugins"));
+    }
+    dirs
+}
+
+impl Registry {
+    /// Discovers plugins in `dirs` (in order; missing directories are skipped).
+    pub fn discover(dirs: &[PathBuf]) -> Registry {
+        let mut registry = Registry::default();
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                tracing::debug!(dir = %dir.display(), "plugin directory not readable; skipped");
+                continue;
+            };
+            let mut manifests: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                .collect();
+            manifests.sort();
+            for path in manifests {
+                registry.add_manifest(&path);
+            }
+        }
+        registry
+    }
+
+    /// Loads one manifest (and its library) into the registry or the ledger.
+    pub fn add_manifest(&mut self, path: &Path) {
+        let manifest = match Manifest::from_file(path) {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = match &e {
+                    ManifestError::Io { source, .. } => format!("cannot read manifest: {source}"),
+                    ManifestError::Invalid { message, .. } => {
+                        format!("invalid manifest: {message}")
+                    }
+                };
+                let id = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                self.unavailable.push(Unavailable {
+                    id,
+                    manifest: path.to_path_buf(),
+                    library: None,
+                    kind: UnavailableKind::InvalidManifest,
+                    reason,
+                });
+                return;
+            }
+        };
+        if self.is_known(&manifest.id) {
+            tracing::info!(id = %manifest.id, manifest = %path.display(),
+                "engine id already provided by an earlier plugin directory; skipped");
+            return;
+        }
+        match load_engine(&manifest) {
+            Ok(engine) => {
+                tracing::debug!(id = %engine.id(), library = %engine.library.display(), "engine loaded");
+                self.engines.push(engine);
+            }
+            Err((kind, reason)) => {
+                tracing::debug!(id = %manifest.id, ?kind, %reason, "engine unavailable");
+                self.unavailable.push(Unavailable {
+                    id: manifest.id.clone(),
+                    manifest: path.to_path_buf(),
+                    library: Some(manifest.library_path()),
+                    kind,
+                    reason,
+                });
+            }
+        }
+    }
+
+    fn is_known(&self, id: &str) -> bool {
+        self.engines.iter().any(|e| e.id() == id) || self.unavailable.iter().any(|u| u.id == id)
+    }
+
+    /// The available engines, in discovery order.
+    pub fn engines(&self) -> &[Engine] {
+        &self.engines
+    }
+
+    /// The ledger of plugins that failed to load.
+    pub fn unavailable(&self) -> &[Unavailable] {
+        &self.unavailable
+    }
+
+    /// The engine with `id`, if available.
+    pub fn engine(&self, id: &str) -> Option<&Engine> {
+        self.engines.iter().find(|e| e.id() == id)
+    }
+
+    /// Chooses the engine for a model: `engine_id` wins when given; otherwise the
+    /// format is detected from the model's content and the highest-priority engine that
+    /// reads it is chosen (the first discovered on a tie).
+    pub fn select(&self, model: &Path, engine_id: Option<&str>) -> Result<&Engine, Error> {
+        if let Some(id) = engine_id {
+            if let Some(engine) = self.engine(id) {
+                return Ok(engine);
+            }
+            if let Some(u) = self.unavailable.iter().find(|u| u.id == id) {
+                return Err(Error::EngineUnavailable {
+                    id: id.to_string(),
+                    reason: u.reason.clone(),
+                });
+            }
+            return Err(Error::UnknownEngine {
+                id: id.to_string(),
+                available: self.describe(),
+            });
+        }
+        let format = format::detect(model)?;
+        self.best_for(format)
+            .ok_or_else(|| Error::NoEngineForFormat {
+                format: format.name().to_string(),
+                path: model.to_path_buf(),
+                available: self.describe(),
+            })
+    }
+
+    /// The highest-priority engine reading `format`.
+    pub fn best_for(&self, format: ModelFormat) -> Option<&Engine> {
+        let mut best: Option<&Engine> = None;
+        for e in self.engines.iter().filter(|e| e.reads(format.name())) {
+            if best.is_none_or(|b| e.manifest.priority > b.manifest.priority) {
+                best = Some(e);
+            }
+        }
+        best
+    }
+
+    /// "id (formats), ..." for error messages, unavailable engines marked.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self
+            .engines
+            .iter()
+            .map(|e| format!("{} (reads {})", e.id(), e.manifest.formats.join(", ")))
+            .collect();
+        parts.extend(
+            self.unavailable
+                .iter()
+                .map(|u| format!("{} (unavailable: {})", u.id, u.reason)),
+        );
+        if parts.is_empty() {
+            "none found; build the plugins (cargo build --release) or pass --plugins-dir".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+fn load_engine(manifest: &Manifest) -> Result<Engine, (UnavailableKind, String)> {
+    use UnavailableKind as K;
+    if !manifest.supports_this_platform() {
+        return Err((
+            K::UnsupportedPlatform,
+            format!(
+                "the plugin is for {} only; this is {}",
+                manifest.platforms.as_deref().unwrap_or_default().join(", "),
+                std::env::consts::OS
+            ),
+        ));
+    }
+    if manifest.api_version != PLUGIN_API_VERSION {
+        return Err((
+            K::ApiVersionMismatch,
+            format!(
+                "the manifest declares plugin API v{}, this host speaks v{PLUGIN_API_VERSION}; \
+                 rebuild the plugin against this runanywhere-plugin-api",
+                manifest.api_version
+            ),
+        ));
+    }
+    let library = manifest.library_path();
+    if !library.is_file() {
+        return Err((
+            K::LibraryMissing,
+            format!(
+                "library {} not found; build it (cargo build --release) or fix `library` in {}",
+                library.display(),
+                manifest.path.display()
+            ),
+        ));
+    }
+    let module = loader::open(&library).map_err(|e| match e {
+        LoadError::Open(msg) => (K::LibraryLoadFailed, format!("cannot open library: {msg}")),
+        LoadError::NotAPlugin(msg) => (K::NotAPlugin, msg),
+        LoadError::ApiVersion(v) => (
+            K::ApiVersionMismatch,
+            format!(
+                "the library was built for plugin API v{v}, this host speaks \
+                 v{PLUGIN_API_VERSION}; rebuild the plugin against this runanywhere-plugin-api"
+            ),
+        ),
+        LoadError::Abi(msg) => (
+            K::AbiMismatch,
+            format!("ABI layout mismatch (built against another runanywhere-plugin-api?): {msg}"),
+        ),
+    })?;
+    let request = InitRequest {
+        engine_id: manifest.id.as_str().into(),
+        manifest_dir: manifest
+            .path
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+            .into(),
+        options: manifest
+            .option_pairs()
+            .into_iter()
+            .map(|(k, v)| KeyValue::new(k, v))
+            .collect::<RVec<_>>(),
+        host_api_version: PLUGIN_API_VERSION,
+    };
+    let handle = (module.init())(request)
+        .into_result()
+        .map_err(|e| (K::InitFailed, format!("init failed: {e}")))?;
+    let info = handle.info();
+    let missing: Vec<&str> = manifest
+        .formats
+        .iter()
+        .filter(|f| !info.formats.iter().any(|g| g.as_str() == f.as_str()))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err((
+            K::FormatMismatch,
+            format!(
+                "the manifest lists format(s) {} that the engine does not read (it reads {})",
+                missing.join(", "),
+                info.formats
+                    .iter()
+                    .map(|f| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    Ok(Engine {
+        manifest: manifest.clone(),
+        info,
+        library,
+        handle,
+    })
+}

@@ -1,0 +1,841 @@
+//! The llama.cpp engine plugin of RunAnywhere: GGUF models through
+//! [llama-cpp-2](https://crates.io/crates/llama-cpp-2), which vendors llama.cpp and links
+//! it statically into this `cdylib`.
+//!
+//! # Design
+//!
+//! * **Backend.** llama.cpp's backend may be initialised only once per process, so it
+//!   lives in a `OnceLock` and is never freed (abi_stable never unloads a plugin
+//!   library). Before it is initialised, llama.cpp's logging (which otherwise goes to
+//!   stderr) is routed to `tracing`; set `RUNANYWHERE_LLAMA_LOG` (any value) to keep
+//!   llama.cpp's own stderr logging when debugging a model.
+//!
+//! * **Files are checked in Rust first.** llama.cpp may abort the process on some
+//!   malformed files, so [`gguf_check`] walks the GGUF header (every length and count
+//!   bounds-checked, tensor data within the file) before llama.cpp sees the path. Models
+//!   are then opened with mmap.
+//!
+//! * **One context per model, created at load time.** The KV cache is allocated when
+//!   the model is loaded, so a context that does not fit fails the load (with
+//!   `OutOfMemory`) instead of the first generation, and generations do not pay for the
+//!   allocation. In llama-cpp-2 a `LlamaContext<'a>` borrows the `LlamaModel` it came
+//!   from, which would make the model struct self-referential. The borrow is only a
+//!   `PhantomData`: the context really holds a C pointer to the `llama_model` that the
+//!   `LlamaModel` handle owns, which stays where it is however the handle moves. So the
+//!   context's lifetime is erased to `'static` once (one `unsafe` block in
+//!   [`LlamaCppModel::load`]) and stored next to the model in a private field; the
+//!   struct's `Drop` frees the context before the model. The context is not thread-safe,
+//!   so it sits behind a `Mutex`: generations on one model run one at a time, while
+//!   tokenization (which only reads the vocabulary) never waits for them.
+//!
+//! * **Generation.** Every call clears the KV cache, prefills the prompt in batches of
+//!   `n_batch` tokens (logits only for the last prompt token), then samples and decodes
+//!   one token at a time. [`Decoding`] does all the bookkeeping shared with other
+//!   engines: context overflow, end-of-generation ids, `max_tokens`, stop strings and
+//!   UTF-8 buffering, timing and statistics.
+//!
+//! * **Sampling** uses llama.cpp's own sampler chain built from the request's
+//!   [`SamplingParams`], in the order the plugin kit documents: repetition penalty →
+//!   top-k → top-p → min-p → temperature → draw. Temperature ≤ 0 is llama.cpp's greedy
+//!   sampler (after the penalty, if any), the exact argmax of the logits with the first
+//!   maximum winning ties, so greedy output matches reference token ids.
+
+mod gguf_check;
+
+use std::ffi::{c_char, CStr};
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use abi_stable::std_types::{ROption, RString, RVec};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::{BatchAddError, LlamaBatch};
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::{DecodeError, LlamaModelLoadError, LogOptions};
+use runanywhere_plugin_api::decode::Decoding;
+use runanywhere_plugin_api::sdk::{Engine, Model};
+use runanywhere_plugin_api::{
+    Capabilities, EngineError, EngineInfo, ErrorKind, GenerateRequest, GenerationStats,
+    InitRequest, KeyValue, LoadRequest, ModelInfo, Prompt, SamplingParams, SinkControl,
+};
+
+const ENGINE_ID: &str = "llama-cpp";
+const ENGINE_NAME: &str = "llama.cpp";
+/// The llama-cpp-2 version pinned in Cargo.toml.
+const LLAMA_CPP_2_VERSION: &str = "0.1.160";
+/// When set (to anything), llama.cpp keeps logging to stderr.
+const LOG_ENV: &str = "RUNANYWHERE_LLAMA_LOG";
+/// Context length used when the request says 0 and the model was trained with more
+/// (or does not say): keeps the KV cache of large-context models at a sane size.
+const DEFAULT_MAX_CONTEXT: u32 = 4096;
+/// Prefill batch size when the request says 0.
+const DEFAULT_BATCH: u32 = 512;
+/// `n_gpu_layers` meaning "every layer".
+const ALL_LAYERS: u32 = 999;
+/// `LLAMA_DEFAULT_SEED`: llama.cpp draws a random seed when given this one.
+const LLAMA_RANDOM_SEED: u32 = u32::MAX;
+
+// ---------------------------------------------------------------------------------------
+// Backend
+// ---------------------------------------------------------------------------------------
+
+static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+
+/// The process-wide llama.cpp backend, initialised on first use.
+fn backend() -> Result<&'static LlamaBackend, EngineError> {
+    BACKEND
+        .get_or_init(|| {
+            route_logs();
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| EngineError::internal(format!("cannot initialise the llama.cpp backend: {e}")))
+}
+
+/// Sends llama.cpp's and ggml's logs to `tracing` instead of stderr, unless
+/// [`LOG_ENV`] is set. (The plugin's `tracing` has no subscriber of its own, so in
+/// practice this silences them.)
+fn route_logs() {
+    if std::env::var_os(LOG_ENV).is_none() {
+        llama_cpp_2::send_logs_to_tracing(LogOptions::default().with_logs_enabled(true));
+    }
+}
+
+/// Copies a C string.
+///
+/// # Safety
+///
+/// `ptr` must be null or point at a NUL-terminated string that stays valid during the
+/// call.
+unsafe fn c_string(ptr: *const c_char) -> String {
+    if ptr.is_null() {
+        return String::new();
+    }
+    // SAFETY: non-null and NUL-terminated, as the caller guarantees.
+    unsafe { CStr::from_ptr(ptr) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// ggml's version and commit, e.g. `0.26.0 (abc1234)`.
+fn ggml_build() -> String {
+    // SAFETY: both functions take no arguments, have no preconditions and return
+    // pointers to string literals compiled into ggml.
+    let (version, commit) = unsafe {
+        (
+            llama_cpp_sys_2::ggml_version(),
+            llama_cpp_sys_2::ggml_commit(),
+        )
+    };
+    // SAFETY: each pointer is null or a NUL-terminated literal alive for the whole process.
+    let (version, commit) = unsafe { (c_string(version), c_string(commit)) };
+    match (version.is_empty(), commit.is_empty() || commit == "unknown") {
+        (true, _) => "unknown".to_string(),
+        (false, true) => version,
+        (false, false) => format!("{version} ({commit})"),
+    }
+}
+
+/// llama.cpp's system info line (CPU features, backends), computed once.
+fn system_info() -> &'static str {
+    static INFO: OnceLock<String> = OnceLock::new();
+    INFO.get_or_init(|| {
+        // SAFETY: takes no arguments (the backend is initialised before any engine exists)
+        // and returns a pointer into a static buffer that it rebuilds on every call; the
+        // `OnceLock` makes this the only call in the plugin, so nothing rebuilds it while
+        // it is copied below.
+        let ptr = unsafe { llama_cpp_sys_2::llama_print_system_info() };
+        // SAFETY: null or a NUL-terminated string in that static buffer.
+        unsafe { c_string(ptr) }.trim().to_string()
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Engine
+// ---------------------------------------------------------------------------------------
+
+/// The llama.cpp engine: loads GGUF models.
+pub struct LlamaEngine {
+    backend: &'static LlamaBackend,
+}
+
+impl Engine for LlamaEngine {
+    type Model = LlamaCppModel;
+
+    fn init(_request: &InitRequest) -> Result<Self, EngineError> {
+        let backend = backend()?;
+        Ok(LlamaEngine { backend })
+    }
+
+    fn info(&self) -> EngineInfo {
+        let mut capabilities =
+            Capabilities::STREAMING | Capabilities::TOKENIZE | Capabilities::CHAT_TEMPLATE;
+        if self.backend.supports_gpu_offload() {
+            capabilities = capabilities | Capabilities::GPU_OFFLOAD;
+        }
+        EngineInfo {
+            id: RString::from(ENGINE_ID),
+            name: RString::from(ENGINE_NAME),
+            version: RString::from(format!(
+                "{} (llama-cpp-2 {LLAMA_CPP_2_VERSION}, ggml {})",
+                env!("CARGO_PKG_VERSION"),
+                ggml_build()
+            )),
+            formats: RVec::from(vec![RString::from("gguf")]),
+            capabilities,
+            extensions: RVec::from(vec![
+                KeyValue::new("llama_cpp.system_info", system_info()),
+                KeyValue::new(
+                    "llama_cpp.gpu_offload",
+                    self.backend.supports_gpu_offload().to_string(),
+                ),
+                KeyValue::new("llama_cpp.mmap", self.backend.supports_mmap().to_string()),
+            ]),
+        }
+    }
+
+    fn load_model(&self, request: &LoadRequest) -> Result<LlamaCppModel, EngineError> {
+        LlamaCppModel::load(self.backend, request)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Model
+// ---------------------------------------------------------------------------------------
+
+/// A GGUF model loaded by llama.cpp, with its inference context.
+pub struct LlamaCppModel {
+    /// The inference context; `None` for a vocab-only load. It points into `model` and is
+    /// freed before it (see the module docs and `Drop`).
+    context: Option<Mutex<LlamaContext<'static>>>,
+    model: LlamaModel,
+    info: ModelInfo,
+    /// Vocabulary size; ids below it are valid (and fit an `i32`).
+    n_vocab: u32,
+    /// Every end-of-generation id.
+    eog: Vec<u32>,
+    /// The context length in effect (what the caller asked for; llama.cpp may round its
+    /// own allocation up).
+    context_length: u32,
+}
+
+impl Drop for LlamaCppModel {
+    fn drop(&mut self) {
+        // The context must go before the model it was created from. (Fields are dropped
+        // in declaration order anyway; this keeps it true whatever the order.)
+        drop(self.context.take());
+    }
+}
+
+impl LlamaCppModel {
+    /// Checks the file, loads it with llama.cpp and creates the context.
+    fn load(backend: &'static LlamaBackend, request: &LoadRequest) -> Result<Self, EngineError> {
+        let path_str = request.model_path.as_str();
+        if path_str.is_empty() {
+            return Err(EngineError::invalid_request("no model path given"));
+        }
+        let path = Path::new(path_str);
+        let summary = gguf_check::check_file(path)?;
+        if let ROption::RSome(tokenizer) = &request.tokenizer_path {
+            tracing::warn!(
+                tokenizer = tokenizer.as_str(),
+                "llama.cpp reads the tokenizer from the GGUF file; the separate tokenizer is ignored"
+            );
+        }
+        // `request.seed` needs no handling: llama.cpp does nothing random at load time,
+        // and every generation carries its own sampling seed.
+
+        let gpu_layers = u32::try_from(request.gpu_layers).unwrap_or(ALL_LAYERS);
+        let model_params = LlamaModelParams::default()
+            .with_n_gpu_layers(gpu_layers)
+            .with_use_mmap(true)
+            .with_vocab_only(request.vocab_only);
+        let model = LlamaModel::load_from_file(backend, path, &model_params)
+            .map_err(|e| load_error(path_str, e))?;
+
+        let n_vocab = u32::try_from(model.n_vocab())
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| {
+                EngineError::invalid_model(format!("{path_str}: the model has no vocabulary"))
+            })?;
+        let n_ctx_train = model.n_ctx_train();
+        let context_length = match request.context_length {
+            0 if n_ctx_train == 0 => DEFAULT_MAX_CONTEXT,
+            0 => n_ctx_train.min(DEFAULT_MAX_CONTEXT),
+            n => n,
+        };
+        if i32::try_from(context_length).is_err() {
+            return Err(EngineError::invalid_request(format!(
+                "context length {context_length} is too large"
+            )));
+        }
+        let threads = match request.threads {
+            0 => default_threads(),
+            n => i32::try_from(n).unwrap_or(i32::MAX),
+        };
+        let batch = match request.batch_size {
+            0 => DEFAULT_BATCH,
+            n => n,
+        };
+
+        let (eog, bos, eos) = {
+            let vocab = model.vocab();
+            // Ids below `n_vocab` (an i32) fit an i32.
+            let eog: Vec<u32> = (0..n_vocab)
+                .filter(|&id| vocab.is_eog(LlamaToken::new(id as i32)))
+                .collect();
+            let valid = |t: LlamaToken| u32::try_from(t.0).ok().filter(|&id| id < n_vocab);
+            (eog, valid(vocab.bos()), valid(vocab.eos()))
+        };
+        let chat_template = model
+            .chat_template(None)
+            .ok()
+            .and_then(|t| t.to_string().ok());
+        let meta = |key: &str| model.meta_val_str(key).ok();
+
+        let mut extensions = Vec::new();
+        if let Some(name) = meta("general.name") {
+            extensions.push(KeyValue::new("general.name", name));
+        }
+        if let Some(file_type) = meta("general.file_type") {
+            if let Some(q) = file_type.trim().parse().ok().and_then(file_type_name) {
+                extensions.push(KeyValue::new("quantization", q));
+            }
+            extensions.push(KeyValue::new("general.file_type", file_type));
+        }
+        extensions.extend([
+            KeyValue::new("gguf.version", summary.version.to_string()),
+            KeyValue::new("gguf.tensor_count", summary.tensor_count.to_string()),
+            KeyValue::new("gguf.kv_count", summary.kv_count.to_string()),
+            KeyValue::new("file_size", summary.file_size.to_string()),
+            KeyValue::new("model_size", model.size().to_string()),
+            KeyValue::new("n_layer", model.n_layer().to_string()),
+            KeyValue::new("vocab_only", request.vocab_only.to_string()),
+        ]);
+
+        let architecture = meta("general.architecture").unwrap_or_default();
+        let context = if request.vocab_only {
+            None
+        } else {
+            extensions.extend([
+                KeyValue::new("threads", threads.to_string()),
+                KeyValue::new("batch_size", batch.to_string()),
+                KeyValue::new("gpu_layers", gpu_layers.to_string()),
+            ]);
+            let params = LlamaContextParams::default()
+                .with_n_ctx(NonZeroU32::new(context_length))
+                .with_n_batch(batch)
+                .with_n_ubatch(batch)
+                .with_n_threads(threads)
+                .with_n_threads_batch(threads);
+            let context = model
+                .new_context(backend, params)
+                .map_err(|_| context_error(path_str, &model, context_length, batch))?;
+            // SAFETY: only the lifetime changes (same type, same layout). The context
+            // holds no Rust reference to `model` (just a `PhantomData`) but a C pointer to
+            // the `llama_model` that `model` owns; that C object does not move when the
+            // `LlamaModel` handle is moved into the struct below, and it is freed only
+            // when `model` is dropped, which `Drop for LlamaCppModel` (and the field
+            // order) puts after the context is freed. The `'static` context never leaves
+            // the private `context` field, and it is only used through the `&self` of the
+            // struct that also owns the model.
+            let context =
+                unsafe { std::mem::transmute::<LlamaContext<'_>, LlamaContext<'static>>(context) };
+            Some(Mutex::new(context))
+        };
+
+        let info = ModelInfo {
+            architecture: RString::from(architecture),
+            parameter_count: model.n_params(),
+            context_length,
+            train_context_length: n_ctx_train,
+            vocab_size: n_vocab,
+            bos: ROption::from(bos),
+            eos: ROption::from(eos),
+            eog: RVec::from(eog.clone()),
+            chat_template: ROption::from(chat_template.map(RString::from)),
+            extensions: RVec::from(extensions),
+        };
+        tracing::debug!(
+            path = path_str,
+            context_length,
+            n_vocab,
+            vocab_only = request.vocab_only,
+            "loaded GGUF model"
+        );
+        Ok(LlamaCppModel {
+            context,
+            model,
+            info,
+            n_vocab,
+            eog,
+            context_length,
+        })
+    }
+
+    /// `id` as a llama.cpp token, or `InvalidRequest` if it is not in the vocabulary.
+    fn token(&self, id: u32) -> Result<LlamaToken, EngineError> {
+        if id < self.n_vocab {
+            // `n_vocab` came from an i32, so `id` fits one.
+            Ok(LlamaToken::new(id as i32))
+        } else {
+            Err(EngineError::invalid_request(format!(
+                "token id {id} is out of range: the vocabulary has {} tokens",
+                self.n_vocab
+            )))
+        }
+    }
+}
+
+impl Model for LlamaCppModel {
+    fn info(&self) -> ModelInfo {
+        self.info.clone()
+    }
+
+    fn tokenize(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, EngineError> {
+        // llama.cpp takes the length as an i32 and may need a few more tokens than bytes.
+        if text.len() > (i32::MAX as usize) / 2 {
+            return Err(EngineError::invalid_request(format!(
+                "text of {} bytes is too long to tokenize",
+                text.len()
+            )));
+        }
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), add_special, parse_special)
+            .into_iter()
+            .map(|t| {
+                u32::try_from(t.0).map_err(|_| {
+                    EngineError::internal(format!("llama.cpp returned token id {}", t.0))
+                })
+            })
+            .collect()
+    }
+
+    fn detokenize(&self, ids: &[u32]) -> Result<String, EngineError> {
+        let tokens = ids
+            .iter()
+            .map(|&id| self.token(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let vocab = self.model.vocab();
+        let mut bytes = Vec::new();
+        for token in tokens {
+            vocab.token_to_piece_into(token, &mut bytes, false, None);
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn token_piece(&self, id: u32) -> Result<Vec<u8>, EngineError> {
+        let token = self.token(id)?;
+        Ok(self.model.vocab().token_to_piece(token, true, None))
+    }
+
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        sink: &mut dyn FnMut(u32, &str) -> SinkControl,
+    ) -> Result<GenerationStats, EngineError> {
+        let context = self.context.as_ref().ok_or_else(|| {
+            EngineError::invalid_request(
+                "model was loaded vocab-only: it can tokenize but not generate",
+            )
+        })?;
+        check_sampling(&request.sampling)?;
+        let prompt_ids = match &request.prompt {
+            Prompt::Text(text) => {
+                self.tokenize(text.as_str(), request.add_special, request.parse_special)?
+            }
+            Prompt::Ids(ids) => {
+                for &id in ids.as_slice() {
+                    self.token(id)?;
+                }
+                ids.to_vec()
+            }
+        };
+
+        // One generation at a time per context. A panic in an earlier generation (caught
+        // by the plugin kit) only poisons the lock: the state it guards is reset below.
+        let mut guard = context.lock().unwrap_or_else(PoisonError::into_inner);
+        let ctx: &mut LlamaContext<'static> = &mut guard;
+
+        let mut decoding = Decoding::start(
+            request,
+            prompt_ids,
+            self.context_length as usize,
+            self.eog.clone(),
+            sink,
+        )?;
+        clear_memory(ctx);
+
+        // Valid ids (checked above, or produced by the tokenizer) fit an i32.
+        let prompt: Vec<LlamaToken> = decoding
+            .prompt_ids()
+            .iter()
+            .map(|&id| LlamaToken::new(id as i32))
+            .collect();
+        let (mut sampler, penalized) = build_sampler(&request.sampling, self.n_vocab);
+        if penalized {
+            // The penalty looks at the prompt too, as in the plugin kit's sampler.
+            sampler.accept_many(prompt.iter());
+        }
+
+        // Prefill: the whole prompt in batches of n_batch, logits for its last token only.
+        let n_batch = (ctx.n_batch() as usize).max(1);
+        let mut batch = LlamaBatch::new(n_batch, 1);
+        let mut logits_index = 0i32;
+        for (chunk_no, chunk) in prompt.chunks(n_batch).enumerate() {
+            batch.clear();
+            let first = chunk_no * n_batch;
+            for (i, &token) in chunk.iter().enumerate() {
+                let pos = first + i;
+                let is_last = pos + 1 == prompt.len();
+                batch
+                    .add(token, position(pos)?, &[0], is_last)
+                    .map_err(batch_error)?;
+            }
+            ctx.decode(&mut batch).map_err(decode_error)?;
+            // Only the last chunk's value matters: its last token has the logits.
+            logits_index = i32::try_from(chunk.len() - 1).unwrap_or(0);
+        }
+        decoding.prefill_done();
+
+        // Decode: sample, hand the token over, run the model on it.
+        let vocab = self.model.vocab();
+        let mut pos = prompt.len();
+        let reason = loop {
+            let token = sampler.sample(ctx, logits_index);
+            let id = u32::try_from(token.0).map_err(|_| {
+                EngineError::internal(format!("llama.cpp sampled token id {}", token.0))
+            })?;
+            let piece = vocab.token_to_piece(token, false, None);
+            if let Some(reason) = decoding.accept(id, &piece) {
+                break reason;
+            }
+            batch.clear();
+            batch
+                .add(token, position(pos)?, &[0], true)
+                .map_err(batch_error)?;
+            ctx.decode(&mut batch).map_err(decode_error)?;
+            logits_index = 0;
+            pos += 1;
+        };
+        Ok(decoding.finish(reason))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// The default thread count: the machine's available parallelism.
+fn default_threads() -> i32 {
+    std::thread::available_parallelism()
+        .map(|n| i32::try_from(n.get()).unwrap_or(i32::MAX))
+        .unwrap_or(4)
+}
+
+/// Empties the KV cache so a generation starts from position 0.
+fn clear_memory(ctx: &mut LlamaContext<'_>) {
+    // Removing every position of every sequence resets the cache's bookkeeping without
+    // zeroing its buffers. It cannot fail for whole sequences; if it ever reports
+    // otherwise, fall back to a full clear.
+    if !matches!(ctx.clear_kv_cache_seq(None, None, None), Ok(true)) {
+        ctx.clear_kv_cache();
+    }
+}
+
+/// Refuses sampling parameters llama.cpp's samplers cannot take.
+fn check_sampling(p: &SamplingParams) -> Result<(), EngineError> {
+    for (name, value) in [
+        ("temperature", p.temperature),
+        ("top_p", p.top_p),
+        ("min_p", p.min_p),
+        ("repeat_penalty", p.repeat_penalty),
+    ] {
+        if !value.is_finite() {
+            return Err(EngineError::invalid_request(format!(
+                "sampling.{name} must be a finite number, not {value}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The sampler chain for `p`, and whether it applies a repetition penalty (which then
+/// needs the prompt tokens accepted into it).
+///
+/// `LlamaSampler::sample` accepts the token it returns into every stage itself, so the
+/// penalty sees generated tokens without further calls.
+fn build_sampler(p: &SamplingParams, n_vocab: u32) -> (LlamaSampler, bool) {
+    let n_vocab = i32::try_from(n_vocab).unwrap_or(i32::MAX);
+    let penalized = p.repeat_penalty != 1.0 && p.repeat_penalty > 0.0 && p.repeat_window > 0;
+    let mut stages = Vec::new();
+    if penalized {
+        stages.push(LlamaSampler::penalties(
+            n_vocab,
+            i32::try_from(p.repeat_window).unwrap_or(i32::MAX),
+            p.repeat_penalty,
+            0.0,
+            0.0,
+        ));
+    }
+    if p.temperature <= 0.0 {
+        stages.push(LlamaSampler::greedy());
+    } else {
+        if p.top_k > 0 {
+            stages.push(LlamaSampler::top_k(
+                i32::try_from(p.top_k).unwrap_or(i32::MAX),
+            ));
+        }
+        if p.top_p < 1.0 {
+            stages.push(LlamaSampler::top_p(p.top_p, 1));
+        }
+        if p.min_p > 0.0 {
+            stages.push(LlamaSampler::min_p(p.min_p, 1));
+        }
+        stages.push(LlamaSampler::temp(p.temperature));
+        stages.push(LlamaSampler::dist(sampler_seed(p.seed)));
+    }
+    (LlamaSampler::chain(stages, true), penalized)
+}
+
+/// The request's 64-bit seed as llama.cpp's 32-bit one: seeds below 2^32 are kept as they
+/// are, and the one value llama.cpp reads as "pick a random seed" is avoided.
+fn sampler_seed(seed: u64) -> u32 {
+    let folded = (seed ^ (seed >> 32)) as u32;
+    if folded == LLAMA_RANDOM_SEED {
+        folded - 1
+    } else {
+        folded
+    }
+}
+
+/// A token position as llama.cpp's `llama_pos`.
+fn position(pos: usize) -> Result<i32, EngineError> {
+    i32::try_from(pos).map_err(|_| EngineError::internal(format!("position {pos} overflows")))
+}
+
+fn batch_error(e: BatchAddError) -> EngineError {
+    EngineError::internal(format!("cannot fill the llama.cpp batch: {e}"))
+}
+
+fn decode_error(e: DecodeError) -> EngineError {
+    match e {
+        DecodeError::NoKvCacheSlot => EngineError::new(
+            ErrorKind::OutOfMemory,
+            "llama.cpp found no free KV-cache slot for the batch",
+        ),
+        other => EngineError::internal(format!("llama.cpp failed to decode: {other}")),
+    }
+}
+
+fn load_error(path: &str, e: LlamaModelLoadError) -> EngineError {
+    match e {
+        LlamaModelLoadError::NullResult => EngineError::invalid_model(format!(
+            "llama.cpp could not load {path}: its GGUF header is well-formed, but llama.cpp \
+             refused the model (unsupported architecture, missing tensors or metadata, or \
+             not enough memory); set {LOG_ENV}=1 to see llama.cpp's reason"
+        )),
+        other => EngineError::invalid_model(format!("cannot load {path}: {other}")),
+    }
+}
+
+/// The error for a context llama.cpp could not create: with the parameters validated
+/// beforehand, that is a KV cache or compute buffer that could not be allocated.
+fn context_error(path: &str, model: &LlamaModel, n_ctx: u32, batch: u32) -> EngineError {
+    let kv = kv_cache_bytes(model, n_ctx)
+        .map(|bytes| {
+            format!(
+                "; its f16 KV cache alone needs about {} MiB",
+                bytes.div_ceil(1 << 20)
+            )
+        })
+        .unwrap_or_default();
+    EngineError::new(
+        ErrorKind::OutOfMemory,
+        format!(
+            "llama.cpp could not create a context of {n_ctx} tokens (batch {batch}) for \
+             {path}{kv}; lower the context size"
+        ),
+    )
+}
+
+/// Estimated size of an f16 KV cache of `n_ctx` tokens.
+fn kv_cache_bytes(model: &LlamaModel, n_ctx: u32) -> Option<u64> {
+    let n_head = u64::from(model.n_head());
+    if n_head == 0 {
+        return None;
+    }
+    let n_embd = u64::try_from(model.n_embd()).ok()?;
+    let per_token_per_layer = (n_embd / n_head) * u64::from(model.n_head_kv()) * 2 * 2;
+    per_token_per_layer
+        .checked_mul(u64::from(model.n_layer()))?
+        .checked_mul(u64::from(n_ctx))
+}
+
+/// The name of a `general.file_type` (`llama_ftype`) value.
+fn file_type_name(file_type: u32) -> Option<&'static str> {
+    // Bit 1024 (LLAMA_FTYPE_GUESSED) marks a type llama.cpp inferred.
+    Some(match file_type & !1024 {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        19 => "IQ2_XXS",
+        20 => "IQ2_XS",
+        21 => "Q2_K_S",
+        22 => "IQ3_XS",
+        23 => "IQ3_XXS",
+        24 => "IQ1_S",
+        25 => "IQ4_NL",
+        26 => "IQ3_S",
+        27 => "IQ3_M",
+        28 => "IQ2_S",
+        29 => "IQ2_M",
+        30 => "IQ4_XS",
+        31 => "IQ1_M",
+        32 => "BF16",
+        36 => "TQ1_0",
+        37 => "TQ2_0",
+        38 => "MXFP4_MOE",
+        39 => "NVFP4",
+        40 => "Q1_0",
+        41 => "Q2_0",
+        _ => return None,
+    })
+}
+
+runanywhere_plugin_api::export_plugin!(LlamaEngine);
+
+#[cfg(test)]
+mod tests {
+    use super::gguf_check::testing::{gguf, Value};
+    use super::*;
+
+    fn engine() -> LlamaEngine {
+        let request = InitRequest {
+            engine_id: RString::from(ENGINE_ID),
+            manifest_dir: RString::from("."),
+            options: RVec::new(),
+            host_api_version: runanywhere_plugin_api::PLUGIN_API_VERSION,
+        };
+        match LlamaEngine::init(&request) {
+            Ok(engine) => engine,
+            Err(e) => panic!("init: {e}"),
+        }
+    }
+
+    fn load_err(engine: &LlamaEngine, path: &Path, vocab_only: bool) -> EngineError {
+        let request = LoadRequest {
+            model_path: RString::from(path.display().to_string()),
+            vocab_only,
+            ..LoadRequest::default()
+        };
+        engine
+            .load_model(&request)
+            .err()
+            .expect("the load must fail")
+    }
+
+    #[test]
+    fn engine_info_and_repeated_init() {
+        let info = engine().info();
+        assert_eq!(info.id.as_str(), "llama-cpp");
+        assert_eq!(info.name.as_str(), "llama.cpp");
+        assert_eq!(info.formats.as_slice(), &[RString::from("gguf")]);
+        assert!(info.capabilities.contains(
+            Capabilities::STREAMING | Capabilities::TOKENIZE | Capabilities::CHAT_TEMPLATE
+        ));
+        assert!(info.version.as_str().starts_with(env!("CARGO_PKG_VERSION")));
+        // The backend is shared: a second engine initialises fine.
+        let _second = engine();
+    }
+
+    #[test]
+    fn bad_files_never_reach_llama_cpp() {
+        let engine = engine();
+        let dir = std::env::temp_dir();
+        let err = load_err(&engine, &dir, false);
+        assert_eq!(err.kind(), ErrorKind::InvalidModel);
+        assert!(err.message().contains(&dir.display().to_string()));
+
+        let path = dir.join(format!(
+            "runanywhere-llama-test-{}.gguf",
+            std::process::id()
+        ));
+        let mut truncated = gguf_check::testing::tiny();
+        truncated.truncate(truncated.len() - 1);
+        let cases: [(&str, Vec<u8>); 3] = [
+            ("empty", Vec::new()),
+            ("garbage", b"definitely not a model".to_vec()),
+            ("truncated", truncated),
+        ];
+        let mut results = Vec::new();
+        for (name, bytes) in cases {
+            std::fs::write(&path, bytes).expect("write");
+            results.push((name, load_err(&engine, &path, false)));
+        }
+        // A well-formed header without the hyperparameters llama.cpp needs: llama.cpp
+        // itself refuses it, cleanly.
+        let header_only = gguf(3, &[("general.architecture", Value::Str("llama"))], &[], 0);
+        std::fs::write(&path, header_only).expect("write");
+        results.push(("header only", load_err(&engine, &path, true)));
+        let _ = std::fs::remove_file(&path);
+        for (name, err) in results {
+            assert_eq!(err.kind(), ErrorKind::InvalidModel, "{name}: {err}");
+            assert!(
+                err.message().contains(&path.display().to_string()),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn seeds_keep_small_values_and_avoid_the_random_seed() {
+        assert_eq!(sampler_seed(0), 0);
+        assert_eq!(sampler_seed(42), 42);
+        assert_ne!(sampler_seed(u64::from(u32::MAX)), LLAMA_RANDOM_SEED);
+        assert_ne!(sampler_seed(1 << 32), sampler_seed(0));
+    }
+
+    #[test]
+    fn file_types_have_names() {
+        assert_eq!(file_type_name(15), Some("Q4_K_M"));
+        assert_eq!(file_type_name(1024 | 7), Some("Q8_0"));
+        assert_eq!(file_type_name(4), None);
+    }
+
+    #[test]
+    fn non_finite_sampling_parameters_are_refused() {
+        let mut p = SamplingParams::greedy();
+        assert!(check_sampling(&p).is_ok());
+        p.temperature = f32::NAN;
+        assert_eq!(
+            check_sampling(&p).map_err(|e| e.kind()),
+            Err(ErrorKind::InvalidRequest)
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! Manifest discovery and the unavailable ledger.
+
+use runanywhere::registry::{Registry, UnavailableKind};
+use runanywhere_tests::{json_output, plugin_dir, run_cli};
+
+const ALL_FAULTS: &[&str] = &[
+    "mock",
+    "faulty-init-panic",
+    "faulty-init-error",
+    "faulty-load-panic",
+    "faulty-load-error",
+    "faulty-generate-panic",
+    "faulty-generate-error",
+    "faulty-tokenize-panic",
+    "future-api",
+    "abi-mismatch",
+    "manifest-api-mismatch",
+    "missing-library",
+    "wrong-platform",
+    "format-mismatch",
+    "broken-manifest",
+];
+
+#[test]
+fn every_fault_lands_in_the_ledger_with_its_kind_and_the_rest_load() {
+    let dir = plugin_dir(ALL_FAULTS);
+    let registry = Registry::discover(&[dir.path().to_path_buf()]);
+
+    let mut ok: Vec<&str> = registry.engines().iter().map(|e| e.id()).collect();
+    ok.sort();
+    assert_eq!(
+        ok,
+        [
+            "faulty-generate-error",
+            "faulty-generate-panic",
+            "faulty-load-error",
+            "faulty-load-panic",
+            "faulty-tokenize-panic",
+            "mock",
+        ]
+    );
+
+    let kind_of = |id: &str| {
+        registry
+            .unavailable()
+            .iter()
+            .find(|u| u.id == id)
+            .unwrap_or_else(|| panic!("{id} not in the ledger: {:?}", registry.unavailable()))
+            .kind
+    };
+    assert_eq!(kind_of("faulty-init-panic"), UnavailableKind::InitFailed);
+    assert_eq!(kind_of("faulty-init-error"), UnavailableKind::InitFailed);
+    assert_eq!(kind_of("future-api"), UnavailableKind::ApiVersionMismatch);
+    assert_eq!(kind_of("abi-mismatch"), UnavailableKind::AbiMismatch);
+    assert_eq!(
+        kind_of("manifest-api-mismatch"),
+        UnavailableKind::ApiVersionMismatch
+    );
+    assert_eq!(kind_of("missing-library"), UnavailableKind::LibraryMissing);
+    assert_eq!(
+        kind_of("wrong-platform"),
+        UnavailableKind::UnsupportedPlatform
+    );
+    assert_eq!(kind_of("format-mismatch"), UnavailableKind::FormatMismatch);
+    assert_eq!(kind_of("broken-manifest"), UnavailableKind::InvalidManifest);
+    assert_eq!(registry.unavailable().len(), 9);
+
+    let reason = |id: &str| {
+        registry
+            .unavailable()
+            .iter()
+            .find(|u| u.id == id)
+            .map(|u| u.reason.clone())
+            .unwrap_or_default()
+    };
+    assert!(reason("faulty-init-panic").contains("deliberate panic in init"));
+    assert!(reason("faulty-init-error").contains("deliberate init failure"));
+    assert!(
+        reason("future-api").contains("v9999"),
+        "{}",
+        reason("future-api")
+    );
+    assert!(reason("manifest-api-mismatch").contains("v2"));
+    assert!(reason("missing-library").contains("not found"));
+}
+
+#[test]
+fn engines_json_lists_ok_and_unavailable_entries() {
+    let dir = plugin_dir(ALL_FAULTS);
+    let out = run_cli(Some(dir.path()), &["engines", "--json"], None);
+    let rows = json_output(&out);
+    let rows = rows.as_array().expect("array");
+    let row = |id: &str| {
+        rows.iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("no row {id}"))
+    };
+    let mock = row("mock");
+    assert_eq!(mock["status"], "ok");
+    assert_eq!(mock["formats"], serde_json::json!(["mock"]));
+    assert_eq!(mock["name"], "Mock engine");
+    assert!(mock["library"].as_str().unwrap().ends_with(".so") || !cfg!(target_os = "linux"));
+    assert_eq!(
+        mock["capabilities"],
+        serde_json::json!(["streaming", "tokenize"])
+    );
+    for id in [
+        "faulty-init-panic",
+        "faulty-init-error",
+        "future-api",
+        "abi-mismatch",
+        "missing-library",
+        "broken-manifest",
+    ] {
+        assert_eq!(row(id)["status"], "unavailable", "{id}");
+        assert!(!row(id)["reason"].as_str().unwrap().is_empty(), "{id}");
+    }
+    assert_eq!(row("abi-mismatch")["kind"], "abi_mismatch");
+}
+
+#[test]
+fn first_directory_wins_for_a_duplicate_id_and_env_path_is_searched() {
+    let first = plugin_dir(&["mock"]);
+    let second = plugin_dir(&["mock", "faulty-load-error"]);
+    let registry = Registry::discover(&[first.path().to_path_buf(), second.path().to_path_buf()]);
+    let mock = registry.engine("mock").unwrap();
+    assert!(mock.manifest().path.starts_with(first.path()));
+    assert!(registry.engine("faulty-load-error").is_some());
+    assert!(registry.unavailable().is_empty());
+
+    // RUNANYWHERE_PLUGIN_PATH is searched too (after --plugins-dir).
+    let out = std::process::Command::new(runanywhere_tests::binary())
+        .args(["engines", "--json"])
+        .env("RUNANYWHERE_PLUGIN_PATH", second.path())
+        .output()
+        .unwrap();
+    let rows = json_output(&out);
+    assert!(rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["id"] == "faulty-load-error" && r["status"] == "ok"));
+}
+
+#[test]
+fn the_built_layout_finds_the_workspace_plugins_without_flags() {
+    let out = run_cli(None, &["engines", "--json"], None);
+    let rows = json_output(&out);
+    let mock = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "mock")
+        .expect("mock found next to the binary");
+    assert_eq!(mock["status"], "ok");
+}

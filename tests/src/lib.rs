@@ -1,0 +1,145 @@
+//! Helpers for the integration tests: where the built binary, plugins and test data are.
+//!
+//! The tests need a built workspace (`cargo build --release --workspace` before
+//! `cargo test --release --workspace`, which `scripts/test.sh` does): they drive the
+//! real `runanywhere` binary and load the real plugin libraries. Test data comes from
+//! `$RUNANYWHERE_TEST_DATA` or `../shared/data`; a missing data directory is a failure,
+//! never a skip.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use runanywhere::libname::library_file_name;
+
+/// `target/<profile>/`, found from the running test executable (`target/<profile>/deps/`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The workspace root.
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// The built `runanywhere` binary.
+pub fn binary() -> PathBuf {
+    let bin = target_dir().join(format!("runanywhere{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace first (cargo build --release --workspace, \
+         or scripts/test.sh)",
+        bin.display()
+    );
+    bin
+}
+
+/// A built plugin library by crate lib name, e.g. `runanywhere_mock`.
+pub fn plugin_library(base: &str) -> PathBuf {
+    let lib = target_dir().join(library_file_name(base, std::env::consts::OS));
+    assert!(
+        lib.is_file(),
+        "{} is missing: build the workspace first (cargo build --release --workspace)",
+        lib.display()
+    );
+    lib
+}
+
+/// The shared test data (`$RUNANYWHERE_TEST_DATA`, default `../shared/data`). Panics
+/// when it is missing: tests that need data fail rather than skip.
+pub fn data_dir() -> PathBuf {
+    let dir = std::env::var_os("RUNANYWHERE_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join("../shared/data"));
+    assert!(
+        dir.join("README.md").is_file(),
+        "test data not found at {} (set RUNANYWHERE_TEST_DATA)",
+        dir.display()
+    );
+    dir
+}
+
+/// A temporary plugin directory holding copies of the given fixture manifests
+/// (`tests/fixtures/manifests/<name>.toml`, or `manifests/<name>.toml` for the real
+/// plugins) with `library` pointing at the built libraries.
+pub fn plugin_dir(fixtures: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in fixtures {
+        let fixture = workspace_dir()
+            .join("tests/fixtures/manifests")
+            .join(format!("{name}.toml"));
+        let real = workspace_dir()
+            .join("manifests")
+            .join(format!("{name}.toml"));
+        let src = if fixture.is_file() { fixture } else { real };
+        let text =
+            std::fs::read_to_string(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+        // Point `library = "base"` at the built file (an absolute path).
+        let text = text
+            .lines()
+            .map(|line| match line.strip_prefix("library = \"") {
+                Some(rest) => {
+                    let base = rest.trim_end_matches('"');
+                    let path = target_dir().join(library_file_name(base, std::env::consts::OS));
+                    format!("library = {:?}", path.to_string_lossy())
+                }
+                None => line.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(dir.path().join(format!("{name}.toml")), text).expect("write manifest");
+    }
+    dir
+}
+
+/// Runs the binary with `args` (and stdin), plugins only from `plugins` when given.
+pub fn run_cli(plugins: Option<&Path>, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(binary());
+    if let Some(dir) = plugins {
+        cmd.arg("--plugins-dir").arg(dir);
+    }
+    cmd.args(args)
+        .env_remove("RUNANYWHERE_PLUGIN_PATH")
+        .env("RUNANYWHERE_LOG", "error")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn runanywhere");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(input).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait for runanywhere")
+}
+
+/// stdout as JSON; panics with stderr on failure.
+pub fn json_output(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "command failed: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
