@@ -16,6 +16,7 @@
 //! # Ok::<(), runanywhere::Error>(())
 //! ```
 
+pub mod chat;
 pub mod engine;
 pub mod error;
 pub mod format;

@@ -1,6 +1,9 @@
 //! Integration tests: the real `runanywhere` binary and host library with real plugins.
 //! One test target; each module covers one area.
 
+// Test helpers outside #[test] functions unwrap freely too.
+#![allow(clippy::unwrap_used)]
+
 mod discovery;
 mod faults;
 mod mock_cli;

@@ -34,6 +34,8 @@ pub(crate) enum Command {
     Tokenize(TokenizeArgs),
     /// Measure load time, prefill and decode speed of one or more engines.
     Bench(BenchArgs),
+    /// Interactive chat using the model's chat template (/help inside for commands).
+    Chat(ChatArgs),
 }
 
 #[derive(Debug, Args)]
@@ -214,4 +216,25 @@ pub(crate) struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChatArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+
+    #[command(flatten)]
+    pub(crate) sampling: SamplingArgs,
+
+    /// System message that starts the conversation.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) system: Option<String>,
+
+    /// Jinja chat template to use instead of the model's own.
+    #[arg(long = "chat-template", value_name = "JINJA", conflicts_with = "chat_template_file")]
+    pub(crate) chat_template: Option<String>,
+
+    /// File with a Jinja chat template to use instead of the model's own.
+    #[arg(long = "chat-template-file", value_name = "FILE")]
+    pub(crate) chat_template_file: Option<PathBuf>,
 }

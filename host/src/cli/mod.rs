@@ -2,11 +2,13 @@
 
 mod args;
 mod bench;
+mod chat;
 mod engines;
 mod run;
 mod tokenize;
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub(crate) use args::Cli;
 use args::Command;
@@ -35,6 +37,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&registry, &args),
         Command::Tokenize(args) => tokenize::run(&registry, &args),
         Command::Bench(args) => bench::run(&registry, &args),
+        Command::Chat(args) => chat::run(&registry, &args),
     }
 }
 
@@ -76,4 +79,20 @@ pub(crate) fn random_seed() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+/// Set by Ctrl-C; token sinks then ask the engine to stop.
+pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Ctrl-C stops the current generation (the sink sees [`INTERRUPTED`]); a second Ctrl-C
+/// before it is cleared exits.
+pub(crate) fn install_ctrl_c() {
+    let result = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    if let Err(e) = result {
+        tracing::warn!("cannot install the Ctrl-C handler: {e}");
+    }
 }

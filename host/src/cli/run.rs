@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use runanywhere::metrics::RunMetrics;
@@ -11,9 +11,8 @@ use runanywhere::{GenerateRequest, Prompt, SamplingParams, SinkControl, StopReas
 use serde_json::json;
 
 use super::args::{RunArgs, SamplingArgs};
+use super::{install_ctrl_c, INTERRUPTED};
 
-/// Set by Ctrl-C; the token sink then asks the engine to stop.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 pub(crate) fn run(registry: &Registry, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let seed = args.sampling.seed.unwrap_or_else(super::random_seed);
@@ -95,18 +94,6 @@ pub(crate) fn request_from(s: &SamplingArgs, seed: u64, prompt: Prompt) -> Gener
     };
     request.stop = s.stop.iter().map(|x| x.as_str().into()).collect();
     request
-}
-
-fn install_ctrl_c() {
-    let result = ctrlc::set_handler(|| {
-        if INTERRUPTED.swap(true, Ordering::SeqCst) {
-            // Second Ctrl-C: the user really wants out.
-            std::process::exit(130);
-        }
-    });
-    if let Err(e) = result {
-        tracing::warn!("cannot install the Ctrl-C handler: {e}");
-    }
 }
 
 /// Parses "1 2 3" or "1,2,3".

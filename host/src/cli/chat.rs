@@ -1,0 +1,167 @@
+//! `runanywhere chat`: an interactive conversation rendered with the model's chat
+//! template. Reads stdin line by line, so it can be scripted when stdin is not a terminal.
+//!
+//! Each turn re-renders the whole conversation and generates from a fresh KV cache:
+//! simple and engine-independent; reusing the cache across turns is a later optimisation.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use runanywhere::chat::{ChatMessage, ChatTemplate, FALLBACK_STOP};
+use runanywhere::metrics::RunMetrics;
+use runanywhere::registry::Registry;
+use runanywhere::{Model, Prompt, SinkControl};
+
+use super::args::ChatArgs;
+use super::run::request_from;
+use super::{install_ctrl_c, INTERRUPTED};
+
+const HELP: &str = "commands: /reset (forget the conversation), /history (show it), \
+/stats (metrics of the last reply), /exit";
+
+pub(crate) fn run(registry: &Registry, args: &ChatArgs) -> anyhow::Result<ExitCode> {
+    let seed = args.sampling.seed.unwrap_or_else(super::random_seed);
+    let (model, load_ms) = super::load_model(registry, &args.model, false, seed)?;
+    let (template, extra_stop) = choose_template(&model, args)?;
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!(
+            "Chatting with {} on {}. {HELP}",
+            args.model.model,
+            model.engine_id()
+        );
+    }
+    install_ctrl_c();
+
+    let start: Vec<ChatMessage> = args
+        .system
+        .iter()
+        .map(|s| ChatMessage::new("system", s.as_str()))
+        .collect();
+    let mut messages = start.clone();
+    let mut last_metrics: Option<RunMetrics> = None;
+    let mut stdout = std::io::stdout().lock();
+    let mut lines = std::io::stdin().lock().lines();
+    loop {
+        if interactive {
+            eprint!("> ");
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line.context("reading stdin")?;
+        let input = line.trim();
+        match input {
+            "" => continue,
+            "/exit" | "/quit" | "/bye" => break,
+            "/help" => writeln!(stdout, "{HELP}")?,
+            "/reset" => {
+                messages = start.clone();
+                writeln!(stdout, "(conversation reset)")?;
+            }
+            "/history" => {
+                for m in &messages {
+                    writeln!(stdout, "[{}] {}", m.role, m.content)?;
+                }
+            }
+            "/stats" => match &last_metrics {
+                Some(m) => writeln!(stdout, "{}", m.summary())?,
+                None => writeln!(stdout, "(no reply yet)")?,
+            },
+            cmd if cmd.starts_with('/') => {
+                writeln!(stdout, "unknown command {cmd}; {HELP}")?;
+            }
+            _ => {
+                messages.push(ChatMessage::new("user", line.as_str()));
+                match reply(&model, &template, &messages, args, seed, &extra_stop, &mut stdout) {
+                    Ok((text, stats)) => {
+                        messages.push(ChatMessage::new("assistant", text.trim()));
+                        last_metrics = Some(RunMetrics::new(load_ms, &stats));
+                    }
+                    Err(e) => {
+                        // The turn failed; the conversation goes on without it.
+                        messages.pop();
+                        eprintln!("error: {e:#}");
+                    }
+                }
+                INTERRUPTED.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The template to use, and stop strings that go with it.
+fn choose_template(model: &Model, args: &ChatArgs) -> anyhow::Result<(ChatTemplate, Vec<String>)> {
+    let piece = |id: Option<u32>| {
+        id.and_then(|id| model.token_piece(id).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let info = model.info();
+    let bos = piece(info.bos.into_option());
+    let eos = piece(info.eos.into_option());
+    let source = match (&args.chat_template, &args.chat_template_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading the chat template {}", file.display()))?,
+        ),
+        (None, None) => info.chat_template.clone().into_option().map(|s| s.into_string()),
+    };
+    match source {
+        Some(source) => Ok((ChatTemplate::new(&source, &bos, &eos)?, Vec::new())),
+        None => {
+            eprintln!(
+                "note: the model has no chat template; using a plain \"User:/Assistant:\" \
+                 format (pass --chat-template or --chat-template-file to choose one)"
+            );
+            Ok((ChatTemplate::fallback(), vec![FALLBACK_STOP.to_string()]))
+        }
+    }
+}
+
+/// Generates the assistant's reply to `messages`, streaming it to `out`.
+fn reply(
+    model: &Model,
+    template: &ChatTemplate,
+    messages: &[ChatMessage],
+    args: &ChatArgs,
+    seed: u64,
+    extra_stop: &[String],
+    out: &mut impl Write,
+) -> anyhow::Result<(String, runanywhere::GenerationStats)> {
+    let prompt = template.render(messages, true)?;
+    let mut request = request_from(&args.sampling, seed, Prompt::Text(prompt.as_str().into()));
+    // Templates usually write BOS themselves; add it only when this one does not.
+    let bos_text = model
+        .info()
+        .bos
+        .into_option()
+        .and_then(|id| model.token_piece(id).ok())
+        .filter(|b| !b.is_empty());
+    request.add_special = !bos_text.is_some_and(|b| prompt.as_bytes().starts_with(&b));
+    request.parse_special = true;
+    request
+        .stop
+        .extend(extra_stop.iter().map(|s| s.as_str().into()));
+    let mut text = String::new();
+    let mut write_error = None;
+    let stats = model.generate(request, |_, piece| {
+        text.push_str(piece);
+        if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+            write_error = Some(e);
+            return SinkControl::Stop;
+        }
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            SinkControl::Stop
+        } else {
+            SinkControl::Continue
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(e).context("writing the reply");
+    }
+    writeln!(out)?;
+    Ok((text, stats))
+}
