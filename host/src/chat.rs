@@ -61,9 +61,12 @@ impl ChatTemplate {
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> Result<String, JinjaError> {
-            Err(JinjaError::new(JinjaErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, JinjaError> {
+                Err(JinjaError::new(JinjaErrorKind::InvalidOperation, msg))
+            },
+        );
         // Templates (Llama 3.x) print today's date; fixed output keeps prompts reproducible.
         env.add_function("strftime_now", |_fmt: String| "26 Jul 2024".to_string());
         env.add_template_owned("chat", source.to_string())

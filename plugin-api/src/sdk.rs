@@ -65,14 +65,46 @@ pub trait Model: Send + Sync + 'static {
     ) -> Result<GenerationStats, EngineError>;
 }
 
-/// Runs `f`, turning a panic into an `Internal` error that quotes the panic message.
+thread_local! {
+    /// Where the last panic on this thread happened, recorded by [`quiet_panic_hook`].
+    static PANIC_LOCATION: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Replaces the default panic hook *of this plugin* (each cdylib has its own copy of
+/// std, so the host's hook is untouched) with one that only records where the panic
+/// happened: the message and location then travel in the returned error instead of
+/// being printed on the host's stderr.
+fn quiet_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()));
+            PANIC_LOCATION.with(|cell| *cell.borrow_mut() = location);
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic into an `Internal` error that quotes the panic message and
+/// where it happened.
 pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, EngineError>) -> Result<T, EngineError> {
+    quiet_panic_hook();
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
-        Err(payload) => Err(EngineError::new(
-            ErrorKind::Internal,
-            format!("plugin panicked in {what}: {}", panic_message(&*payload)),
-        )),
+        Err(payload) => {
+            let location = PANIC_LOCATION
+                .with(|cell| cell.borrow_mut().take())
+                .map(|l| format!(" (at {l})"))
+                .unwrap_or_default();
+            Err(EngineError::new(
+                ErrorKind::Internal,
+                format!(
+                    "plugin panicked in {what}: {}{location}",
+                    panic_message(&*payload)
+                ),
+            ))
+        }
     }
 }
 
@@ -210,7 +242,12 @@ mod tests {
     fn guard_turns_panics_into_internal_errors() {
         let err = guard::<()>("load_model", || panic!("boom {}", 42)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Internal);
-        assert_eq!(err.message(), "plugin panicked in load_model: boom 42");
+        assert!(
+            err.message()
+                .starts_with("plugin panicked in load_model: boom 42 (at plugin-api/src/sdk.rs:"),
+            "{}",
+            err.message()
+        );
         assert_eq!(guard("x", || Ok(7)).unwrap(), 7);
     }
 }

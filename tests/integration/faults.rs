@@ -33,10 +33,13 @@ fn panics_and_errors_in_each_call_become_errors_and_the_host_goes_on() {
     let err = load(&registry, "faulty-load-panic").unwrap_err();
     let (kind, message) = engine_error(&err);
     assert_eq!(kind, ErrorKind::Internal);
-    assert_eq!(
-        message,
-        "plugin panicked in load_model: faulty plugin: deliberate panic in load_model"
+    assert!(
+        message.starts_with(
+            "plugin panicked in load_model: faulty plugin: deliberate panic in load_model (at "
+        ),
+        "{message}"
     );
+    assert!(message.contains("faulty/src/lib.rs:"), "{message}");
 
     let err = load(&registry, "faulty-load-error").unwrap_err();
     assert_eq!(engine_error(&err).0, ErrorKind::InvalidModel);

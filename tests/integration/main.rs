@@ -6,5 +6,6 @@
 
 mod discovery;
 mod faults;
+mod llama;
 mod mock_cli;
 mod routing;

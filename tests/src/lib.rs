@@ -143,3 +143,88 @@ pub fn json_output(out: &Output) -> serde_json::Value {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// One prompt of `tinystories/reference-greedy-ids.txt` with its reference text.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    /// The prompt text.
+    pub prompt: String,
+    /// BOS + prompt tokens.
+    pub prompt_ids: Vec<u32>,
+    /// Prompt plus generated ids (201 in all).
+    pub all_ids: Vec<u32>,
+    /// run.c's stdout for this prompt (prompt echo, continuation, final newline).
+    pub text: String,
+}
+
+/// Parses the stories260K greedy references (ids and text files).
+pub fn tinystories_references() -> Vec<Reference> {
+    let dir = data_dir().join("tinystories");
+    let ids = std::fs::read_to_string(dir.join("reference-greedy-ids.txt")).expect("ids file");
+    let texts = std::fs::read_to_string(dir.join("reference-greedy.txt")).expect("text file");
+    let parse = |line: &str| -> Vec<u32> {
+        line.split_whitespace()
+            .map(|t| t.parse().expect("token id"))
+            .collect()
+    };
+    let mut refs = Vec::new();
+    for block in ids.split("### prompt: ").skip(1) {
+        let mut lines = block.lines();
+        let prompt = lines.next().unwrap_or("").to_string();
+        let mut r = Reference {
+            prompt,
+            prompt_ids: Vec::new(),
+            all_ids: Vec::new(),
+            text: String::new(),
+        };
+        for line in lines {
+            if let Some(rest) = line.strip_prefix("prompt_ids: ") {
+                r.prompt_ids = parse(rest);
+            } else if let Some(rest) = line.strip_prefix("all_ids: ") {
+                r.all_ids = parse(rest);
+            }
+        }
+        refs.push(r);
+    }
+    // reference-greedy.txt: "### prompt: <p>\n" then stdout verbatim, up to the next header.
+    let mut text_blocks = texts.split("### prompt: ").skip(1);
+    for r in &mut refs {
+        let block = text_blocks.next().expect("a text block per prompt");
+        let (header, body) = block.split_once('\n').expect("header line");
+        assert_eq!(
+            header, r.prompt,
+            "the two reference files list the same prompts"
+        );
+        r.text = body.to_string();
+    }
+    assert_eq!(refs.len(), 4, "four reference prompts");
+    for r in &refs {
+        assert_eq!(r.all_ids.len(), 201, "{r:?}");
+        assert!(r.all_ids.starts_with(&r.prompt_ids), "{r:?}");
+    }
+    refs
+}
+
+/// The tokenizer test vectors of `vocab/NAME.gguf`: (input, expected ids) per case.
+pub fn vocab_cases(gguf: &Path) -> Vec<(String, Vec<u32>)> {
+    let read = |ext: &str| {
+        let p = PathBuf::from(format!("{}.{ext}", gguf.display()));
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let inputs: Vec<String> = read("inp")
+        .split("\n__ggml_vocab_test__\n")
+        .map(str::to_string)
+        .collect();
+    // The file ends with the separator: drop the empty piece after it.
+    let inputs = &inputs[..inputs.len() - 1];
+    let outputs: Vec<Vec<u32>> = read("out")
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .map(|t| t.parse().expect("token id"))
+                .collect()
+        })
+        .collect();
+    assert_eq!(inputs.len(), outputs.len(), "{}", gguf.display());
+    inputs.iter().cloned().zip(outputs).collect()
+}

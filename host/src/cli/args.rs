@@ -231,7 +231,11 @@ pub(crate) struct ChatArgs {
     pub(crate) system: Option<String>,
 
     /// Jinja chat template to use instead of the model's own.
-    #[arg(long = "chat-template", value_name = "JINJA", conflicts_with = "chat_template_file")]
+    #[arg(
+        long = "chat-template",
+        value_name = "JINJA",
+        conflicts_with = "chat_template_file"
+    )]
     pub(crate) chat_template: Option<String>,
 
     /// File with a Jinja chat template to use instead of the model's own.

@@ -73,7 +73,15 @@ pub(crate) fn run(registry: &Registry, args: &ChatArgs) -> anyhow::Result<ExitCo
             }
             _ => {
                 messages.push(ChatMessage::new("user", line.as_str()));
-                match reply(&model, &template, &messages, args, seed, &extra_stop, &mut stdout) {
+                match reply(
+                    &model,
+                    &template,
+                    &messages,
+                    args,
+                    seed,
+                    &extra_stop,
+                    &mut stdout,
+                ) {
                     Ok((text, stats)) => {
                         messages.push(ChatMessage::new("assistant", text.trim()));
                         last_metrics = Some(RunMetrics::new(load_ms, &stats));
@@ -107,7 +115,11 @@ fn choose_template(model: &Model, args: &ChatArgs) -> anyhow::Result<(ChatTempla
             std::fs::read_to_string(file)
                 .with_context(|| format!("reading the chat template {}", file.display()))?,
         ),
-        (None, None) => info.chat_template.clone().into_option().map(|s| s.into_string()),
+        (None, None) => info
+            .chat_template
+            .clone()
+            .into_option()
+            .map(|s| s.into_string()),
     };
     match source {
         Some(source) => Ok((ChatTemplate::new(&source, &bos, &eos)?, Vec::new())),

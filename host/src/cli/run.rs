@@ -13,7 +13,6 @@ use serde_json::json;
 use super::args::{RunArgs, SamplingArgs};
 use super::{install_ctrl_c, INTERRUPTED};
 
-
 pub(crate) fn run(registry: &Registry, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let seed = args.sampling.seed.unwrap_or_else(super::random_seed);
     let prompt = match &args.prompt_ids {
