@@ -88,8 +88,16 @@ impl Manifest {
             path: path.to_path_buf(),
             message,
         };
-        let mut manifest: Manifest =
-            toml::from_str(text).map_err(|e| invalid(e.message().trim().to_string()))?;
+        let mut manifest: Manifest = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|span| {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}: ")
+                })
+                .unwrap_or_default();
+            invalid(format!("{at}{}", e.message().trim()))
+        })?;
         manifest.path = path.to_path_buf();
         let id_ok = !manifest.id.is_empty()
             && manifest

@@ -156,7 +156,10 @@ impl Registry {
                 self.unavailable.push(Unavailable {
                     id: manifest.id.clone(),
                     manifest: path.to_path_buf(),
-                    library: Some(manifest.library_path()),
+                    library: Some({
+                        let lib = manifest.library_path();
+                        lib.canonicalize().unwrap_or(lib)
+                    }),
                     kind,
                     reason,
                 });
@@ -265,6 +268,7 @@ fn load_engine(manifest: &Manifest) -> Result<Engine, (UnavailableKind, String)>
         ));
     }
     let library = manifest.library_path();
+    let library = library.canonicalize().unwrap_or(library);
     if !library.is_file() {
         return Err((
             K::LibraryMissing,
@@ -287,7 +291,10 @@ fn load_engine(manifest: &Manifest) -> Result<Engine, (UnavailableKind, String)>
         ),
         LoadError::Abi(msg) => (
             K::AbiMismatch,
-            format!("ABI layout mismatch (built against another runanywhere-plugin-api?): {msg}"),
+            format!(
+                "ABI mismatch: {msg}; it was built against another runanywhere-plugin-api: \
+                 rebuild it (details with -vv)"
+            ),
         ),
     })?;
     let request = InitRequest {

@@ -49,40 +49,54 @@ pub(crate) fn run(registry: &Registry, args: &EnginesArgs) -> anyhow::Result<Exi
         writeln!(out, "No engine plugins found. {}", registry.describe())?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(
-        out,
-        "{:<14} {:<16} {:<10} {:<22} {:<12} LIBRARY",
-        "ID", "NAME", "VERSION", "FORMATS", "STATUS"
-    )?;
-    for e in registry.engines() {
-        let info = e.info();
-        let formats: Vec<&str> = info.formats.iter().map(|f| f.as_str()).collect();
-        writeln!(
-            out,
-            "{:<14} {:<16} {:<10} {:<22} {:<12} {}",
-            e.id(),
-            info.name.as_str(),
-            info.version.as_str(),
-            formats.join(","),
-            "ok",
-            e.library().display()
-        )?;
+    let table: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            let text = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "-".into(),
+                serde_json::Value::Array(a) if a.is_empty() => "-".into(),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            [
+                text(&r["id"]),
+                text(&r["name"]),
+                text(&r["version"]),
+                text(&r["formats"]),
+                text(&r["status"]),
+                text(&r["library"]),
+            ]
+        })
+        .collect();
+    let header = ["ID", "NAME", "VERSION", "FORMATS", "STATUS", "LIBRARY"];
+    let mut widths = header.map(str::len);
+    for row in &table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
     }
-    for u in registry.unavailable() {
-        writeln!(
-            out,
-            "{:<14} {:<16} {:<10} {:<22} {:<12} {}",
-            u.id,
-            "-",
-            "-",
-            "-",
-            "unavailable",
-            u.library
-                .as_ref()
-                .map(|l| l.display().to_string())
-                .unwrap_or_else(|| "-".into())
-        )?;
-        writeln!(out, "    reason: {}", u.reason)?;
+    let line = |cells: [&str; 6]| {
+        let mut s = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        s
+    };
+    writeln!(out, "{}", line(header))?;
+    for (row, json) in table.iter().zip(&rows) {
+        writeln!(out, "{}", line(row.each_ref().map(String::as_str)))?;
+        if let Some(reason) = json["reason"].as_str() {
+            writeln!(out, "    reason: {reason}")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
