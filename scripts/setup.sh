@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian/Ubuntu machine lacks to build RunAnywhere:
+# Installs what a fresh Debian/Ubuntu machine lacks to build and run RunAnywhere:
 #   cmake, clang, libclang-dev  (llama.cpp's build and bindgen, for the llama-cpp plugin)
+#   python3-pip                 (only to download the ONNX Runtime wheel)
+#   ONNX Runtime's shared library, from its PyPI wheel, into .ort/ (the onnx plugin)
 # Idempotent: installs nothing when everything is present.
 set -euo pipefail
 
@@ -8,6 +10,8 @@ need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v clang >/dev/null 2>&1 || need+=(clang)
 compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null || need+=(libclang-dev)
+if ! command -v python3 >/dev/null 2>&1; then need+=(python3 python3-pip)
+elif ! python3 -m pip --version >/dev/null 2>&1; then need+=(python3-pip); fi
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]} with apt-get" >&2
@@ -21,4 +25,6 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
   exit 1
 fi
+bash "$(dirname "$0")/fetch-onnxruntime.sh"
+
 echo "setup: ok ($(cargo --version), $(cmake --version | head -1))" >&2

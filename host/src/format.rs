@@ -5,42 +5,13 @@
 //! trusts an extension alone: a GGUF file is recognised by its magic, a llama2.c
 //! checkpoint by a header whose shape predicts the file size exactly.
 
-use std::fmt;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// A model format, named as in manifests' `formats`.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ModelFormat {
-    /// llama.cpp's GGUF.
-    Gguf,
-    /// A safetensors file, or a Hugging Face folder (`config.json` + `*.safetensors`).
-    Safetensors,
-    /// An ONNX file, or a folder with one (ONNX Runtime GenAI or Optimum layout).
-    Onnx,
-    /// A llama2.c checkpoint (`.bin`).
-    Llama2c,
-}
+use runanywhere_formats::{describe_head, read_head};
 
-impl ModelFormat {
-    /// The manifest name of the format.
-    pub fn name(self) -> &'static str {
-        match self {
-            ModelFormat::Gguf => "gguf",
-            ModelFormat::Safetensors => "safetensors",
-            ModelFormat::Onnx => "onnx",
-            ModelFormat::Llama2c => "llama2c",
-        }
-    }
-}
-
-impl fmt::Display for ModelFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use runanywhere_formats::llama2c::expected_size as llama2c_expected_size;
+pub use runanywhere_formats::ModelFormat;
 
 /// Why a format could not be detected.
 #[derive(Debug, thiserror::Error)]
@@ -85,31 +56,15 @@ pub fn detect(path: &Path) -> Result<ModelFormat, DetectError> {
     if meta.is_dir() {
         return detect_dir(path);
     }
-    let mut head = [0u8; 32];
-    let mut file = File::open(path).map_err(io)?;
-    let n = read_up_to(&mut file, &mut head).map_err(io)?;
-    let head = &head[..n];
+    let head = read_head(&mut File::open(path).map_err(io)?).map_err(io)?;
     let size = meta.len();
-    if head.starts_with(b"GGUF") {
-        return Ok(ModelFormat::Gguf);
-    }
-    if is_safetensors_header(head, size) {
-        return Ok(ModelFormat::Safetensors);
-    }
-    if llama2c_expected_size(head).is_some_and(|sizes| sizes.contains(&size)) {
-        return Ok(ModelFormat::Llama2c);
-    }
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ext.eq_ignore_ascii_case("onnx") && head.first() == Some(&0x08) {
-        return Ok(ModelFormat::Onnx);
+    let ext = path.extension().and_then(|e| e.to_str());
+    if let Some(format) = runanywhere_formats::sniff_file(&head, size, ext) {
+        return Ok(format);
     }
     Err(DetectError::Unknown {
         path: path.to_path_buf(),
-        detail: if size == 0 {
-            "the file is empty".into()
-        } else {
-            format!("first bytes {}", hex(&head[..head.len().min(8)]))
-        },
+        detail: describe_head(&head, size),
     })
 }
 
@@ -122,12 +77,8 @@ fn detect_dir(path: &Path) -> Result<ModelFormat, DetectError> {
         .flatten()
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
         .collect();
-    let has = |pred: &dyn Fn(&str) -> bool| names.iter().any(|n| pred(n));
-    if has(&|n| n == "genai_config.json") || has(&|n| n.ends_with(".onnx")) {
-        return Ok(ModelFormat::Onnx);
-    }
-    if has(&|n| n == "config.json") && has(&|n| n.ends_with(".safetensors")) {
-        return Ok(ModelFormat::Safetensors);
+    if let Some(format) = runanywhere_formats::sniff_dir(&names) {
+        return Ok(format);
     }
     Err(DetectError::Unknown {
         path: path.to_path_buf(),
@@ -136,83 +87,6 @@ fn detect_dir(path: &Path) -> Result<ModelFormat, DetectError> {
             names.len()
         ),
     })
-}
-
-fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-/// safetensors: u64 little-endian header length, then a JSON object within the file.
-fn is_safetensors_header(head: &[u8], size: u64) -> bool {
-    let Some(len) = head.get(..8) else {
-        return false;
-    };
-    let mut le = [0u8; 8];
-    le.copy_from_slice(len);
-    let header_len = u64::from_le_bytes(le);
-    header_len >= 2 && header_len.saturating_add(8) <= size && head.get(8) == Some(&b'{')
-}
-
-/// llama2.c: seven i32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size,
-/// seq_len; a negative vocab_size means an unshared classifier). Returns the file sizes
-/// this header predicts (with and without the legacy freq_cis tables), or `None` when
-/// the header is not plausible.
-pub fn llama2c_expected_size(head: &[u8]) -> Option<[u64; 2]> {
-    let field = |i: usize| -> Option<i64> {
-        let b = head.get(i * 4..i * 4 + 4)?;
-        Some(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
-    };
-    let (dim, hidden, layers, heads, kv_heads, vocab, seq) = (
-        field(0)?,
-        field(1)?,
-        field(2)?,
-        field(3)?,
-        field(4)?,
-        field(5)?,
-        field(6)?,
-    );
-    let plausible = (1..=65536).contains(&dim)
-        && (1..=1 << 20).contains(&hidden)
-        && (1..=1024).contains(&layers)
-        && (1..=1024).contains(&heads)
-        && (1..=heads).contains(&kv_heads)
-        && dim % heads == 0
-        && (1..=1 << 22).contains(&vocab.abs())
-        && (1..=1 << 22).contains(&seq);
-    if !plausible {
-        return None;
-    }
-    let shared = vocab > 0;
-    let vocab = vocab.abs();
-    let head_size = dim / heads;
-    let kv_dim = dim * kv_heads / heads;
-    let floats = vocab * dim
-        + layers * dim * 2
-        + layers * dim * (2 * dim + 2 * kv_dim)
-        + layers * dim * hidden * 3
-        + dim
-        + if shared { 0 } else { vocab * dim };
-    let freq = seq * head_size;
-    let header = 28;
-    Some([
-        (header + 4 * (floats + freq)) as u64,
-        (header + 4 * floats) as u64,
-    ])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]

@@ -23,8 +23,10 @@ pub mod format;
 pub mod libname;
 mod loader;
 pub mod manifest;
+pub mod memory;
 pub mod metrics;
 pub mod registry;
+pub mod store;
 
 pub use engine::{Engine, Model};
 pub use error::Error;

@@ -225,6 +225,18 @@ impl Registry {
         best
     }
 
+    /// The available engines that read `format`, highest priority first.
+    pub fn engines_for(&self, format: ModelFormat) -> Vec<&Engine> {
+        let mut engines: Vec<&Engine> = self
+            .engines
+            .iter()
+            .filter(|e| e.reads(format.name()))
+            .collect();
+        // Stable: the first discovered wins a tie, as in `best_for`.
+        engines.sort_by_key(|e| std::cmp::Reverse(e.manifest.priority));
+        engines
+    }
+
     /// "id (formats), ..." for error messages, unavailable engines marked.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self

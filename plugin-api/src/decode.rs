@@ -10,9 +10,30 @@ use std::time::Instant;
 
 use abi_stable::std_types::RVec;
 
-use crate::abi::{GenerateRequest, GenerationStats, SinkControl, StopReason};
+use crate::abi::{GenerateRequest, GenerationStats, Prompt, SinkControl, StopReason};
 use crate::emit::TokenEmitter;
 use crate::error::EngineError;
+
+/// The prompt of `request` as token ids: a text prompt goes through `tokenize(text,
+/// add_special, parse_special)`; given ids are checked against `vocab_size` so that an
+/// out-of-range id is an `InvalidRequest` rather than an out-of-bounds read in a framework.
+pub fn prompt_ids(
+    request: &GenerateRequest,
+    vocab_size: u32,
+    tokenize: impl FnOnce(&str, bool, bool) -> Result<Vec<u32>, EngineError>,
+) -> Result<Vec<u32>, EngineError> {
+    match &request.prompt {
+        Prompt::Text(text) => tokenize(text.as_str(), request.add_special, request.parse_special),
+        Prompt::Ids(ids) => {
+            if let Some(bad) = ids.iter().find(|&&id| id >= vocab_size) {
+                return Err(EngineError::invalid_request(format!(
+                    "token id {bad} is out of range: the vocabulary has {vocab_size} tokens"
+                )));
+            }
+            Ok(ids.to_vec())
+        }
+    }
+}
 
 /// State of one generation; see the module docs.
 pub struct Decoding<'s> {
@@ -164,6 +185,23 @@ mod tests {
         assert_eq!(d.accept(5, b"a"), None);
         assert_eq!(d.accept(5, b"a"), None);
         assert_eq!(d.accept(5, b"a"), Some(StopReason::ContextFull));
+    }
+
+    #[test]
+    fn prompt_ids_tokenize_text_and_check_given_ids() {
+        let mut r = request(0, &[]);
+        r.prompt = Prompt::Ids(RVec::from(vec![1, 7]));
+        assert_eq!(
+            prompt_ids(&r, 8, |_, _, _| unreachable!()).unwrap(),
+            vec![1, 7]
+        );
+        let err = prompt_ids(&r, 7, |_, _, _| unreachable!()).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidRequest);
+        assert!(err.message().contains("token id 7"), "{}", err.message());
+        r.prompt = Prompt::Text("ab".into());
+        r.add_special = false;
+        let ids = prompt_ids(&r, 8, |t, add, _| Ok(vec![t.len() as u32, add as u32])).unwrap();
+        assert_eq!(ids, vec![2, 0]);
     }
 
     #[test]

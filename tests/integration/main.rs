@@ -4,8 +4,11 @@
 // Test helpers outside #[test] functions unwrap freely too.
 #![allow(clippy::unwrap_used)]
 
+mod conformance;
 mod discovery;
 mod faults;
 mod llama;
 mod mock_cli;
+mod onnx;
 mod routing;
+mod store;

@@ -6,6 +6,8 @@
 //! `$RUNANYWHERE_TEST_DATA` or `../shared/data`; a missing data directory is a failure,
 //! never a skip.
 
+pub mod hub;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -100,20 +102,43 @@ pub fn plugin_dir(fixtures: &[&str]) -> tempfile::TempDir {
 
 /// Runs the binary with `args` (and stdin), plugins only from `plugins` when given.
 pub fn run_cli(plugins: Option<&Path>, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    run_cli_env(plugins, args, stdin, &[])
+}
+
+/// The command [`run_cli_env`] runs, not yet started: the binary with `args`, plugins
+/// only from `plugins` when given, and `env` set. The model store and Hub variables of
+/// the test process are not passed on: each test sets its own.
+pub fn cli_command(plugins: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(binary());
     if let Some(dir) = plugins {
         cmd.arg("--plugins-dir").arg(dir);
     }
     cmd.args(args)
         .env_remove("RUNANYWHERE_PLUGIN_PATH")
+        .env_remove("HF_ENDPOINT")
+        .env_remove("HF_TOKEN")
+        .env_remove("RUNANYWHERE_TEST_FREE_BYTES")
+        .env_remove("RUNANYWHERE_TEST_MEM_AVAILABLE")
         .env("RUNANYWHERE_LOG", "error")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs the binary like [`run_cli`], with `env` set.
+pub fn run_cli_env(
+    plugins: Option<&Path>,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &str)],
+) -> Output {
+    let mut cmd = cli_command(plugins, args, env);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     let mut child = cmd.spawn().expect("spawn runanywhere");
     if let Some(input) = stdin {
         use std::io::Write;

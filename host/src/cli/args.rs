@@ -36,6 +36,22 @@ pub(crate) enum Command {
     Bench(BenchArgs),
     /// Interactive chat using the model's chat template (/help inside for commands).
     Chat(ChatArgs),
+    /// List the curated catalog of models that `pull` fetches by id.
+    Catalog(CatalogArgs),
+    /// Download a model into the store: a catalog id, or hf.co/OWNER/REPO/PATH[@REVISION]
+    /// (endpoint: $HF_ENDPOINT, default https://huggingface.co; token: $HF_TOKEN).
+    Pull(PullArgs),
+    /// Copy (or symlink) a local model file or folder into the store, after verifying it.
+    Import(ImportArgs),
+    /// Check the structure of a model file or folder and show what it holds.
+    Verify(VerifyArgs),
+    /// List the models in the store ($RUNANYWHERE_HOME).
+    Models(ModelsArgs),
+    /// Remove a model from the store.
+    Rm(RmArgs),
+    /// Show a model's details: what verification finds, its store entry, the engines
+    /// that read it and the memory it needs.
+    Info(InfoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -48,13 +64,18 @@ pub(crate) struct EnginesArgs {
 /// Which model, on which engine, with which resources.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct ModelArgs {
-    /// Model file or folder (or `mock` with --engine mock).
-    #[arg(short, long, value_name = "PATH")]
+    /// Model file or folder, a store id (see `runanywhere models`), or `mock` with
+    /// --engine mock.
+    #[arg(short, long, value_name = "PATH|ID")]
     pub(crate) model: String,
 
     /// Engine id (see `runanywhere engines`); default: detected from the model's format.
     #[arg(short, long, value_name = "ID")]
     pub(crate) engine: Option<String>,
+
+    /// Load even when the memory estimate exceeds the available memory.
+    #[arg(long)]
+    pub(crate) force: bool,
 
     /// Separate tokenizer file, for formats that need one (llama2.c `tok*.bin`).
     #[arg(long, value_name = "PATH")]
@@ -176,9 +197,13 @@ pub(crate) struct TokenizeArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Model file or folder (or `mock`).
-    #[arg(short, long, value_name = "PATH")]
+    /// Model file or folder, a store id, or `mock`.
+    #[arg(short, long, value_name = "PATH|ID")]
     pub(crate) model: String,
+
+    /// Load even when the memory estimate exceeds the available memory.
+    #[arg(long)]
+    pub(crate) force: bool,
 
     /// Engines to compare (repeatable); default: the one chosen for the model's format.
     #[arg(short, long = "engine", value_name = "ID")]
@@ -241,4 +266,83 @@ pub(crate) struct ChatArgs {
     /// File with a Jinja chat template to use instead of the model's own.
     #[arg(long = "chat-template-file", value_name = "FILE")]
     pub(crate) chat_template_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CatalogArgs {
+    /// Print JSON (an array of catalog entries) instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// A catalog id (see `runanywhere catalog`) or hf.co/OWNER/REPO/PATH[@REVISION]; a
+    /// PATH without an extension is a folder whose model files are pulled.
+    #[arg(value_name = "MODEL")]
+    pub(crate) model: String,
+
+    /// Store the model under this id (default: the catalog id, or the file's stem).
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: Option<String>,
+
+    /// Retries after a network failure (each resumes the download), with exponential
+    /// backoff from 0.5 s.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub(crate) retries: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// The model file or folder.
+    #[arg(value_name = "PATH")]
+    pub(crate) path: PathBuf,
+
+    /// Store the model under this id (default: the file's stem or the folder's name).
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: Option<String>,
+
+    /// Symlink the files into the store instead of copying them.
+    #[arg(long)]
+    pub(crate) link: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// A model file or folder, or a store id.
+    #[arg(value_name = "PATH|ID")]
+    pub(crate) model: String,
+
+    /// Print the verification as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ModelsArgs {
+    /// Print JSON (an array of store entries) instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RmArgs {
+    /// The store id.
+    #[arg(value_name = "ID")]
+    pub(crate) id: String,
+
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(short, long)]
+    pub(crate) yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InfoArgs {
+    /// A store id, or a model file or folder.
+    #[arg(value_name = "ID|PATH")]
+    pub(crate) model: String,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
 }

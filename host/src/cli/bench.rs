@@ -28,7 +28,9 @@ struct EngineBench {
 }
 
 pub(crate) fn run(registry: &Registry, args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    let path = std::path::Path::new(&args.model);
+    let resolved = super::resolve_model(&args.model);
+    let path = resolved.path.as_path();
+    super::check_memory(path, args.ctx_size, args.force)?;
     let engines: Vec<String> = if args.engines.is_empty() {
         vec![registry.select(path, None)?.id().to_string()]
     } else {
@@ -39,10 +41,11 @@ pub(crate) fn run(registry: &Registry, args: &BenchArgs) -> anyhow::Result<ExitC
         let engine = registry.select(path, Some(id))?;
         let start = Instant::now();
         let model = engine.load_model(LoadRequest {
-            model_path: args.model.as_str().into(),
+            model_path: path.to_string_lossy().into_owned().into(),
             tokenizer_path: args
                 .tokenizer
                 .as_ref()
+                .or(resolved.tokenizer.as_ref())
                 .map(|p| p.to_string_lossy().into_owned().into())
                 .into(),
             context_length: args.ctx_size,

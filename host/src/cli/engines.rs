@@ -74,26 +74,10 @@ pub(crate) fn run(registry: &Registry, args: &EnginesArgs) -> anyhow::Result<Exi
         })
         .collect();
     let header = ["ID", "NAME", "VERSION", "FORMATS", "STATUS", "LIBRARY"];
-    let mut widths = header.map(str::len);
-    for row in &table {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; 6]| {
-        let mut s = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
-        }
-        s
-    };
-    writeln!(out, "{}", line(header))?;
-    for (row, json) in table.iter().zip(&rows) {
-        writeln!(out, "{}", line(row.each_ref().map(String::as_str)))?;
+    let lines = super::table::render(header, &table);
+    writeln!(out, "{}", lines[0])?;
+    for (line, json) in lines[1..].iter().zip(&rows) {
+        writeln!(out, "{line}")?;
         if let Some(reason) = json["reason"].as_str() {
             writeln!(out, "    reason: {reason}")?;
         }

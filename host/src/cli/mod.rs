@@ -2,17 +2,25 @@
 
 mod args;
 mod bench;
+mod catalog;
 mod chat;
 mod engines;
+mod import;
+mod models;
+mod pull;
 mod run;
+mod table;
 mod tokenize;
+mod verify;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub(crate) use args::Cli;
 use args::Command;
 use runanywhere::registry::{search_dirs, Registry};
+use runanywhere::store::Store;
 
 /// Sets up `tracing` to stderr: warnings by default, more with `-v`, or `RUNANYWHERE_LOG`.
 pub(crate) fn init_logging(verbose: u8) {
@@ -38,6 +46,65 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokenize(args) => tokenize::run(&registry, &args),
         Command::Bench(args) => bench::run(&registry, &args),
         Command::Chat(args) => chat::run(&registry, &args),
+        Command::Catalog(args) => catalog::run(&args),
+        Command::Pull(args) => pull::run(&registry, &args),
+        Command::Import(args) => import::run(&registry, &args),
+        Command::Verify(args) => verify::run(&args),
+        Command::Models(args) => models::list(&args),
+        Command::Rm(args) => models::remove(&args),
+        Command::Info(args) => verify::info(&registry, &args),
+    }
+}
+
+/// A `--model` value made concrete: the path to load, and the store's tokenizer for it.
+#[derive(Debug)]
+pub(crate) struct ResolvedModel {
+    pub(crate) path: PathBuf,
+    pub(crate) tokenizer: Option<PathBuf>,
+}
+
+/// Resolves `--model`: an existing path is used as it is; otherwise a store id names
+/// the store's copy; anything else is passed on unchanged (`mock`, or a path the engine
+/// will report missing).
+pub(crate) fn resolve_model(value: &str) -> ResolvedModel {
+    let as_given = ResolvedModel {
+        path: PathBuf::from(value),
+        tokenizer: None,
+    };
+    if as_given.path.exists() {
+        return as_given;
+    }
+    let found = Store::from_env().and_then(|store| {
+        Ok(store.get(value)?.map(|entry| ResolvedModel {
+            path: store.model_path(&entry),
+            tokenizer: store.tokenizer_path(&entry),
+        }))
+    });
+    match found {
+        Ok(Some(resolved)) => {
+            tracing::debug!(id = value, path = %resolved.path.display(), "model from the store");
+            resolved
+        }
+        Ok(None) => as_given,
+        Err(e) => {
+            tracing::warn!("cannot read the model store: {e}");
+            as_given
+        }
+    }
+}
+
+/// Refuses a model that will not fit in memory (unless `force`).
+pub(crate) fn check_memory(path: &Path, context: u32, force: bool) -> anyhow::Result<()> {
+    match runanywhere::memory::check(path, context) {
+        Ok(estimate) => {
+            tracing::debug!(?estimate, "memory estimate");
+            Ok(())
+        }
+        Err(e) if force => {
+            tracing::warn!("{e} (loading anyway: --force)");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -49,14 +116,19 @@ pub(crate) fn load_model(
     vocab_only: bool,
     seed: u64,
 ) -> anyhow::Result<(runanywhere::Model, f64)> {
-    let path = std::path::Path::new(&args.model);
+    let model = resolve_model(&args.model);
+    let path = model.path.as_path();
     let engine = registry.select(path, args.engine.as_deref())?;
-    tracing::info!(engine = engine.id(), model = %args.model, "loading model");
+    if !vocab_only {
+        check_memory(path, args.ctx_size, args.force)?;
+    }
+    tracing::info!(engine = engine.id(), model = %path.display(), "loading model");
     let request = runanywhere::LoadRequest {
-        model_path: args.model.as_str().into(),
+        model_path: path.to_string_lossy().into_owned().into(),
         tokenizer_path: args
             .tokenizer
             .as_ref()
+            .or(model.tokenizer.as_ref())
             .map(|p| p.to_string_lossy().into_owned().into())
             .into(),
         context_length: args.ctx_size,

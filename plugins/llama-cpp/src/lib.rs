@@ -11,7 +11,7 @@
 //!   llama.cpp's own stderr logging when debugging a model.
 //!
 //! * **Files are checked in Rust first.** llama.cpp may abort the process on some
-//!   malformed files, so [`gguf_check`] walks the GGUF header (every length and count
+//!   malformed files, so `runanywhere_formats::gguf` walks the GGUF header (every length and count
 //!   bounds-checked, tensor data within the file) before llama.cpp sees the path. Models
 //!   are then opened with mmap.
 //!
@@ -40,8 +40,6 @@
 //!   sampler (after the penalty, if any), the exact argmax of the logits with the first
 //!   maximum winning ties, so greedy output matches reference token ids.
 
-mod gguf_check;
-
 use std::ffi::{c_char, CStr};
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -57,6 +55,8 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{DecodeError, LlamaModelLoadError, LogOptions};
+use runanywhere_formats::gguf::{self, GgufSummary};
+use runanywhere_formats::FileError;
 use runanywhere_plugin_api::decode::Decoding;
 use runanywhere_plugin_api::sdk::{Engine, Model};
 use runanywhere_plugin_api::{
@@ -240,7 +240,7 @@ impl LlamaCppModel {
             return Err(EngineError::invalid_request("no model path given"));
         }
         let path = Path::new(path_str);
-        let summary = gguf_check::check_file(path)?;
+        let summary = check_gguf(path)?;
         if let ROption::RSome(tokenizer) = &request.tokenizer_path {
             tracing::warn!(
                 tokenizer = tokenizer.as_str(),
@@ -304,7 +304,7 @@ impl LlamaCppModel {
             extensions.push(KeyValue::new("general.name", name));
         }
         if let Some(file_type) = meta("general.file_type") {
-            if let Some(q) = file_type.trim().parse().ok().and_then(file_type_name) {
+            if let Some(q) = file_type.trim().parse().ok().and_then(gguf::file_type_name) {
                 extensions.push(KeyValue::new("quantization", q));
             }
             extensions.push(KeyValue::new("general.file_type", file_type));
@@ -684,47 +684,15 @@ fn kv_cache_bytes(model: &LlamaModel, n_ctx: u32) -> Option<u64> {
         .checked_mul(u64::from(n_ctx))
 }
 
-/// The name of a `general.file_type` (`llama_ftype`) value.
-fn file_type_name(file_type: u32) -> Option<&'static str> {
-    // Bit 1024 (LLAMA_FTYPE_GUESSED) marks a type llama.cpp inferred.
-    Some(match file_type & !1024 {
-        0 => "F32",
-        1 => "F16",
-        2 => "Q4_0",
-        3 => "Q4_1",
-        7 => "Q8_0",
-        8 => "Q5_0",
-        9 => "Q5_1",
-        10 => "Q2_K",
-        11 => "Q3_K_S",
-        12 => "Q3_K_M",
-        13 => "Q3_K_L",
-        14 => "Q4_K_S",
-        15 => "Q4_K_M",
-        16 => "Q5_K_S",
-        17 => "Q5_K_M",
-        18 => "Q6_K",
-        19 => "IQ2_XXS",
-        20 => "IQ2_XS",
-        21 => "Q2_K_S",
-        22 => "IQ3_XS",
-        23 => "IQ3_XXS",
-        24 => "IQ1_S",
-        25 => "IQ4_NL",
-        26 => "IQ3_S",
-        27 => "IQ3_M",
-        28 => "IQ2_S",
-        29 => "IQ2_M",
-        30 => "IQ4_XS",
-        31 => "IQ1_M",
-        32 => "BF16",
-        36 => "TQ1_0",
-        37 => "TQ2_0",
-        38 => "MXFP4_MOE",
-        39 => "NVFP4",
-        40 => "Q1_0",
-        41 => "Q2_0",
-        _ => return None,
+/// The structural check of the shared formats crate, as an `InvalidModel` error that
+/// names the file and the problem.
+fn check_gguf(path: &Path) -> Result<GgufSummary, EngineError> {
+    gguf::check_file(path).map_err(|e| match e {
+        FileError::Directory { path, .. } => EngineError::invalid_model(format!(
+            "{} is a directory; the llama.cpp engine loads a single .gguf file",
+            path.display()
+        )),
+        other => EngineError::invalid_model(other.to_string()),
     })
 }
 
@@ -732,8 +700,8 @@ runanywhere_plugin_api::export_plugin!(LlamaEngine);
 
 #[cfg(test)]
 mod tests {
-    use super::gguf_check::testing::{gguf, Value};
     use super::*;
+    use runanywhere_formats::gguf::testing::{gguf, tiny, Value};
 
     fn engine() -> LlamaEngine {
         let request = InitRequest {
@@ -786,7 +754,7 @@ mod tests {
             "runanywhere-llama-test-{}.gguf",
             std::process::id()
         ));
-        let mut truncated = gguf_check::testing::tiny();
+        let mut truncated = tiny();
         truncated.truncate(truncated.len() - 1);
         let cases: [(&str, Vec<u8>); 3] = [
             ("empty", Vec::new()),
@@ -819,13 +787,6 @@ mod tests {
         assert_eq!(sampler_seed(42), 42);
         assert_ne!(sampler_seed(u64::from(u32::MAX)), LLAMA_RANDOM_SEED);
         assert_ne!(sampler_seed(1 << 32), sampler_seed(0));
-    }
-
-    #[test]
-    fn file_types_have_names() {
-        assert_eq!(file_type_name(15), Some("Q4_K_M"));
-        assert_eq!(file_type_name(1024 | 7), Some("Q8_0"));
-        assert_eq!(file_type_name(4), None);
     }
 
     #[test]

@@ -10,12 +10,12 @@
 //! [`Decoding`] bookkeeping as the real engines.
 
 use runanywhere_plugin_api::{
-    decode::Decoding,
+    decode::{prompt_ids, Decoding},
     export_plugin,
     sampling::Sampler,
     sdk::{Engine, Model},
     Capabilities, EngineError, EngineInfo, GenerateRequest, GenerationStats, InitRequest, KeyValue,
-    LoadRequest, ModelInfo, Prompt, SinkControl,
+    LoadRequest, ModelInfo, SinkControl,
 };
 
 /// Special tokens.
@@ -197,17 +197,9 @@ impl Model for MockModel {
         request: &GenerateRequest,
         sink: &mut dyn FnMut(u32, &str) -> SinkControl,
     ) -> Result<GenerationStats, EngineError> {
-        let prompt_ids = match &request.prompt {
-            Prompt::Text(text) => {
-                self.tokenize(text.as_str(), request.add_special, request.parse_special)?
-            }
-            Prompt::Ids(ids) => {
-                for &id in ids.iter() {
-                    self.token_bytes(id)?;
-                }
-                ids.to_vec()
-            }
-        };
+        let prompt_ids = prompt_ids(request, self.vocab_size(), |text, add, parse| {
+            self.tokenize(text, add, parse)
+        })?;
         let mut sampler = Sampler::new(&request.sampling);
         let mut decoding = Decoding::start(
             request,
@@ -236,7 +228,7 @@ export_plugin!(MockEngine);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use runanywhere_plugin_api::StopReason;
+    use runanywhere_plugin_api::{Prompt, StopReason};
 
     fn model() -> MockModel {
         MockModel { context_length: 64 }

@@ -1,10 +1,9 @@
-//! A structural check of GGUF files, run in Rust before llama.cpp sees them.
+//! A structural check of GGUF files.
 //!
 //! llama.cpp's own GGUF reader is careful, but not every inconsistency in a model file
 //! ends in a clean error further down its loader: some end in a `GGML_ASSERT`, which
-//! aborts the whole process, host included. So the plugin walks the file's header first
-//! and refuses anything malformed with an `InvalidModel` error that names the file and
-//! the problem:
+//! aborts the whole process. So the file's header is walked in Rust first, and anything
+//! malformed is refused with a message that names the problem:
 //!
 //! * the magic `GGUF` and a version of 2 or 3 (version 1 and byte-swapped, i.e.
 //!   big-endian, files are refused, as llama.cpp does);
@@ -18,16 +17,22 @@
 //!   the data section: no tensor's bytes may lie past the end of the file.
 //!
 //! Only the header is read (a few megabytes at most, for large vocabularies); the
-//! tensor data is never touched. Tensor types missing from [`ggml_type_layout`] (newer
+//! tensor data is never touched. Tensor types missing from [`ggml_type`] (newer
 //! quantisations) are not size-checked, so they still reach llama.cpp, which decides.
+//!
+//! On the way, the check collects the [`Facts`] `runanywhere verify` prints:
+//! `general.architecture`, `general.name`, `{arch}.context_length`, the quantization
+//! (`general.file_type`, else the tensor type holding most bytes), the parameter count
+//! (the sum of the tensors' element counts) and the KV-cache size per token.
 
-use std::collections::HashSet;
-use std::fmt;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
-use runanywhere_plugin_api::EngineError;
+use crate::error::{FileError, FormatError};
+use crate::facts::{kv_bytes_per_token, Facts, Tally};
+use crate::reader::Reader;
 
 const MAGIC: [u8; 4] = *b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
@@ -42,79 +47,82 @@ const MAX_KEY_LEN: u64 = 65_535;
 const MAX_STRING_LEN: u64 = 1 << 30;
 /// How deeply arrays of arrays may nest (llama.cpp itself reads none).
 const MAX_ARRAY_DEPTH: u32 = 8;
-/// Skips up to this size are done by reading through the buffer rather than seeking.
-const SKIP_BY_READING: u64 = 64 * 1024;
+/// String values longer than this are skipped rather than kept as facts.
+const MAX_FACT_LEN: u64 = 4096;
+/// llama.cpp keeps the KV cache in F16 by default.
+const KV_ELEMENT_BYTES: u64 = 2;
 
 // GGUF metadata value types.
 const T_UINT32: u32 = 4;
 const T_STRING: u32 = 8;
 const T_ARRAY: u32 = 9;
 
+/// String metadata kept as facts.
+const FACT_STRINGS: [&str; 2] = ["general.architecture", "general.name"];
+/// Integer metadata kept as facts: `general.file_type`, and these suffixes of
+/// `{arch}.` keys.
+const FACT_INT_SUFFIXES: [&str; 7] = [
+    ".context_length",
+    ".block_count",
+    ".embedding_length",
+    ".attention.head_count",
+    ".attention.head_count_kv",
+    ".attention.key_length",
+    ".attention.value_length",
+];
+const FILE_TYPE_KEY: &str = "general.file_type";
+
 /// Facts gathered by a successful check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct GgufSummary {
+pub struct GgufSummary {
     /// GGUF version (2 or 3).
-    pub(crate) version: u32,
+    pub version: u32,
     /// Number of tensors.
-    pub(crate) tensor_count: u64,
+    pub tensor_count: u64,
     /// Number of metadata key/value pairs.
-    pub(crate) kv_count: u64,
+    pub kv_count: u64,
     /// Size of the file in bytes.
-    pub(crate) file_size: u64,
-}
-
-/// What is wrong with a file, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct GgufError {
-    /// Byte offset at which the problem was found.
-    pub(crate) offset: u64,
-    /// What is wrong.
-    pub(crate) problem: String,
-}
-
-impl fmt::Display for GgufError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (at byte {})", self.problem, self.offset)
-    }
+    pub file_size: u64,
+    /// What the metadata and tensor infos say about the model.
+    pub facts: Facts,
 }
 
 /// Checks the model file at `path`: it must exist, be a non-empty regular file and have a
-/// well-formed GGUF header whose tensors lie within the file. Every failure is an
-/// `InvalidModel` error naming the file.
-pub(crate) fn check_file(path: &Path) -> Result<GgufSummary, EngineError> {
-    let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            EngineError::invalid_model(format!("model file {shown} does not exist"))
-        } else {
-            EngineError::invalid_model(format!("cannot read model file {shown}: {e}"))
-        }
+/// well-formed GGUF header whose tensors lie within the file.
+pub fn check_file(path: &Path) -> Result<GgufSummary, FileError> {
+    let len = crate::regular_file_len(path, "GGUF")?;
+    let file = File::open(path).map_err(|source| FileError::Open {
+        path: path.to_path_buf(),
+        source,
     })?;
-    if meta.is_dir() {
-        return Err(EngineError::invalid_model(format!(
-            "{shown} is a directory; the llama.cpp engine loads a single .gguf file"
-        )));
-    }
-    if !meta.is_file() {
-        return Err(EngineError::invalid_model(format!(
-            "{shown} is not a regular file"
-        )));
-    }
-    let len = meta.len();
-    if len == 0 {
-        return Err(EngineError::invalid_model(format!(
-            "model file {shown} is empty"
-        )));
-    }
-    let file = File::open(path)
-        .map_err(|e| EngineError::invalid_model(format!("cannot open model file {shown}: {e}")))?;
-    validate(BufReader::new(file), len)
-        .map_err(|e| EngineError::invalid_model(format!("{shown} is not a valid GGUF file: {e}")))
+    validate(BufReader::new(file), len).map_err(|source| FileError::Invalid {
+        path: path.to_path_buf(),
+        format: "GGUF",
+        source,
+    })
 }
 
 /// Walks the GGUF header read from `inner`, a file of `len` bytes positioned at its start.
-pub(crate) fn validate<R: Read + Seek>(inner: R, len: u64) -> Result<GgufSummary, GgufError> {
-    let mut r = Reader { inner, pos: 0, len };
+pub fn validate<R: Read + Seek>(inner: R, len: u64) -> Result<GgufSummary, FormatError> {
+    let mut facts = Facts::default();
+    inspect(inner, len, &mut facts).map(|(version, tensor_count, kv_count)| GgufSummary {
+        version,
+        tensor_count,
+        kv_count,
+        file_size: len,
+        facts,
+    })
+}
+
+/// Like [`validate`], but records facts in `facts` as they are read, so a file that fails
+/// still tells what was read before the problem. Returns the version, tensor count and
+/// metadata count.
+pub fn inspect<R: Read + Seek>(
+    inner: R,
+    len: u64,
+    facts: &mut Facts,
+) -> Result<(u32, u64, u64), FormatError> {
+    let mut r = Reader::new(inner, len);
     if len == 0 {
         return Err(r.fail("the file is empty"));
     }
@@ -122,7 +130,7 @@ pub(crate) fn validate<R: Read + Seek>(inner: R, len: u64) -> Result<GgufSummary
     // Magic and version.
     let magic = r.array::<4>("the GGUF magic")?;
     if magic != MAGIC {
-        return Err(GgufError {
+        return Err(FormatError {
             offset: 0,
             problem: format!(
                 "the file does not start with the GGUF magic \"GGUF\" (found {})",
@@ -150,6 +158,7 @@ pub(crate) fn validate<R: Read + Seek>(inner: R, len: u64) -> Result<GgufSummary
             )))
         }
     }
+    facts.detail("gguf.version", version);
 
     // Counts. A key/value pair takes at least 13 bytes (key length, value type, a
     // one-byte value) and a tensor info at least 24 (name length, dimension count,
@@ -166,12 +175,14 @@ pub(crate) fn validate<R: Read + Seek>(inner: R, len: u64) -> Result<GgufSummary
              more than a {len}-byte file can hold"
         )));
     }
+    facts.detail("gguf.metadata_entries", kv_count);
 
     // Metadata.
     let mut alignment = DEFAULT_ALIGNMENT;
     let mut seen_keys: HashSet<Vec<u8>> = HashSet::new();
+    let mut ints: HashMap<String, u64> = HashMap::new();
     for i in 0..kv_count {
-        let key = r.string(MAX_KEY_LEN, &format!("metadata key #{i}"))?;
+        let key = r.gguf_string(MAX_KEY_LEN, &format!("metadata key #{i}"))?;
         if key.is_empty() {
             return Err(r.fail(format!("metadata key #{i} is empty")));
         }
@@ -189,6 +200,17 @@ pub(crate) fn validate<R: Read + Seek>(inner: R, len: u64) -> Result<GgufSummary
                 return Err(r.fail(format!("general.alignment is {a}, not a power of two")));
             }
             alignment = u64::from(a);
+        } else if ty == T_STRING && FACT_STRINGS.contains(&name.as_str()) {
+            if let Some(value) = r.short_string(&what)? {
+                match name.as_str() {
+                    "general.architecture" => facts.architecture = Some(value),
+                    _ => facts.name = Some(value),
+                }
+            }
+        } else if is_fact_int(&name) && int_size(ty).is_some() {
+            if let Some(value) = r.int_value(ty, &what)? {
+                ints.insert(name.clone(), value);
+            }
         } else {
             r.skip_value(ty, &what)?;
         }
@@ -196,12 +218,14 @@ pub(crate) fn validate<R: Read + Seek>(inner: R, len: u64) -> Result<GgufSummary
             return Err(r.fail(format!("metadata key '{name}' appears twice")));
         }
     }
+    facts.detail("gguf.alignment", alignment);
+    metadata_facts(facts, &ints);
 
     // Tensor infos.
     let mut tensors = Vec::with_capacity(usize::try_from(tensor_count.min(4096)).unwrap_or(0));
     let mut seen_names: HashSet<Vec<u8>> = HashSet::new();
     for i in 0..tensor_count {
-        let name_bytes = r.string(MAX_TENSOR_NAME, &format!("the name of tensor #{i}"))?;
+        let name_bytes = r.gguf_string(MAX_TENSOR_NAME, &format!("the name of tensor #{i}"))?;
         let name = String::from_utf8_lossy(&name_bytes).into_owned();
         if !seen_names.insert(name_bytes) {
             return Err(r.fail(format!("tensor name '{name}' appears twice")));
@@ -234,6 +258,7 @@ pub(crate) fn validate<R: Read + Seek>(inner: R, len: u64) -> Result<GgufSummary
             offset,
         });
     }
+    facts.tensors = Some(tensor_count);
 
     // The data section starts at the next multiple of the alignment (when there are
     // tensors); tensor offsets are relative to it.
@@ -249,8 +274,10 @@ pub(crate) fn validate<R: Read + Seek>(inner: R, len: u64) -> Result<GgufSummary
             "the tensor data would start at byte {data_start}, past the end of the {len}-byte file"
         )));
     }
+    let mut parameters = 0u64;
+    let mut types = Tally::default();
     for t in &tensors {
-        let at = |problem: String| GgufError {
+        let at = |problem: String| FormatError {
             offset: header_end,
             problem,
         };
@@ -263,11 +290,12 @@ pub(crate) fn validate<R: Read + Seek>(inner: R, len: u64) -> Result<GgufSummary
         let start = data_start
             .checked_add(t.offset)
             .ok_or_else(|| at(format!("the data offset of tensor '{}' overflows", t.name)))?;
-        let bytes = tensor_bytes(&t.dims, t.ty)
-            .map_err(|problem| at(format!("tensor '{}' {problem}", t.name)))?
-            .unwrap_or(0);
+        let elements = element_count(&t.dims)
+            .map_err(|problem| at(format!("tensor '{}' {problem}", t.name)))?;
+        let bytes = tensor_bytes(&t.dims, elements, t.ty)
+            .map_err(|problem| at(format!("tensor '{}' {problem}", t.name)))?;
         let end = start
-            .checked_add(bytes)
+            .checked_add(bytes.unwrap_or(0))
             .ok_or_else(|| at(format!("the data of tensor '{}' overflows", t.name)))?;
         if end > len {
             return Err(at(format!(
@@ -278,14 +306,45 @@ pub(crate) fn validate<R: Read + Seek>(inner: R, len: u64) -> Result<GgufSummary
                 &t.dims[..t.n_dims as usize]
             )));
         }
+        parameters = parameters.saturating_add(elements);
+        let type_name = ggml_type(t.ty).map_or("unknown", |g| g.name);
+        types.add(type_name, bytes.unwrap_or(elements));
     }
+    if tensor_count > 0 {
+        facts.parameters = Some(parameters);
+    }
+    if facts.quantization.is_none() {
+        facts.quantization = types.dominant();
+    }
+    Ok((version, tensor_count, kv_count))
+}
 
-    Ok(GgufSummary {
-        version,
-        tensor_count,
-        kv_count,
-        file_size: len,
-    })
+/// Facts from the integer metadata gathered while walking the header.
+fn metadata_facts(facts: &mut Facts, ints: &HashMap<String, u64>) {
+    if let Some(&ft) = ints.get(FILE_TYPE_KEY) {
+        if let Some(name) = u32::try_from(ft).ok().and_then(file_type_name) {
+            facts.quantization = Some(name.to_string());
+        }
+    }
+    let Some(arch) = facts.architecture.clone() else {
+        return;
+    };
+    let get = |suffix: &str| ints.get(&format!("{arch}{suffix}")).copied();
+    facts.context_length = get(".context_length");
+    let heads = get(".attention.head_count").filter(|&h| h > 0);
+    let head_dim = get(".embedding_length").zip(heads).map(|(e, h)| e / h);
+    let key_dim = get(".attention.key_length").or(head_dim);
+    let value_dim = get(".attention.value_length").or(key_dim);
+    let kv_heads = get(".attention.head_count_kv").or(heads);
+    if let (Some(layers), Some(kv_heads), Some(k), Some(v)) =
+        (get(".block_count"), kv_heads, key_dim, value_dim)
+    {
+        facts.kv_bytes_per_token = kv_bytes_per_token(layers, kv_heads, k, v, KV_ELEMENT_BYTES);
+    }
+}
+
+fn is_fact_int(key: &str) -> bool {
+    key == FILE_TYPE_KEY || FACT_INT_SUFFIXES.iter().any(|s| key.ends_with(s))
 }
 
 /// One tensor info from the header.
@@ -297,53 +356,127 @@ struct TensorInfo {
     offset: u64,
 }
 
-/// `(elements per block, bytes per block)` of a ggml tensor type, from `type_traits` in
-/// the vendored `ggml.c` (block structs in `ggml-common.h`). `None` for types this table
-/// does not know, including removed ones (llama.cpp itself refuses those).
-pub(crate) fn ggml_type_layout(ty: u32) -> Option<(u64, u64)> {
-    Some(match ty {
-        0 => (1, 4),      // F32
-        1 => (1, 2),      // F16
-        2 => (32, 18),    // Q4_0
-        3 => (32, 20),    // Q4_1
-        6 => (32, 22),    // Q5_0
-        7 => (32, 24),    // Q5_1
-        8 => (32, 34),    // Q8_0
-        9 => (32, 36),    // Q8_1
-        10 => (256, 84),  // Q2_K
-        11 => (256, 110), // Q3_K
-        12 => (256, 144), // Q4_K
-        13 => (256, 176), // Q5_K
-        14 => (256, 210), // Q6_K
-        15 => (256, 292), // Q8_K
-        16 => (256, 66),  // IQ2_XXS
-        17 => (256, 74),  // IQ2_XS
-        18 => (256, 98),  // IQ3_XXS
-        19 => (256, 50),  // IQ1_S
-        20 => (32, 18),   // IQ4_NL
-        21 => (256, 110), // IQ3_S
-        22 => (256, 82),  // IQ2_S
-        23 => (256, 136), // IQ4_XS
-        24 => (1, 1),     // I8
-        25 => (1, 2),     // I16
-        26 => (1, 4),     // I32
-        27 => (1, 8),     // I64
-        28 => (1, 8),     // F64
-        29 => (256, 56),  // IQ1_M
-        30 => (1, 2),     // BF16
-        34 => (256, 54),  // TQ1_0
-        35 => (256, 66),  // TQ2_0
-        39 => (32, 17),   // MXFP4
-        40 => (64, 36),   // NVFP4
-        41 => (128, 18),  // Q1_0
-        42 => (64, 18),   // Q2_0
+/// A ggml tensor type: its name and block layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GgmlType {
+    /// The type's name, e.g. `Q4_K`.
+    pub name: &'static str,
+    /// Elements per block.
+    pub block: u64,
+    /// Bytes per block.
+    pub block_bytes: u64,
+}
+
+/// The ggml tensor type `ty`, from `type_traits` in llama.cpp's `ggml.c` (block structs in
+/// `ggml-common.h`). `None` for types this table does not know, including removed ones
+/// (llama.cpp itself refuses those).
+pub fn ggml_type(ty: u32) -> Option<GgmlType> {
+    let (name, block, block_bytes) = match ty {
+        0 => ("F32", 1, 4),
+        1 => ("F16", 1, 2),
+        2 => ("Q4_0", 32, 18),
+        3 => ("Q4_1", 32, 20),
+        6 => ("Q5_0", 32, 22),
+        7 => ("Q5_1", 32, 24),
+        8 => ("Q8_0", 32, 34),
+        9 => ("Q8_1", 32, 36),
+        10 => ("Q2_K", 256, 84),
+        11 => ("Q3_K", 256, 110),
+        12 => ("Q4_K", 256, 144),
+        13 => ("Q5_K", 256, 176),
+        14 => ("Q6_K", 256, 210),
+        15 => ("Q8_K", 256, 292),
+        16 => ("IQ2_XXS", 256, 66),
+        17 => ("IQ2_XS", 256, 74),
+        18 => ("IQ3_XXS", 256, 98),
+        19 => ("IQ1_S", 256, 50),
+        20 => ("IQ4_NL", 32, 18),
+        21 => ("IQ3_S", 256, 110),
+        22 => ("IQ2_S", 256, 82),
+        23 => ("IQ4_XS", 256, 136),
+        24 => ("I8", 1, 1),
+        25 => ("I16", 1, 2),
+        26 => ("I32", 1, 4),
+        27 => ("I64", 1, 8),
+        28 => ("F64", 1, 8),
+        29 => ("IQ1_M", 256, 56),
+        30 => ("BF16", 1, 2),
+        34 => ("TQ1_0", 256, 54),
+        35 => ("TQ2_0", 256, 66),
+        39 => ("MXFP4", 32, 17),
+        40 => ("NVFP4", 64, 36),
+        41 => ("Q1_0", 128, 18),
+        42 => ("Q2_0", 64, 18),
+        _ => return None,
+    };
+    Some(GgmlType {
+        name,
+        block,
+        block_bytes,
+    })
+}
+
+/// The name of a `general.file_type` (`llama_ftype`) value.
+pub fn file_type_name(file_type: u32) -> Option<&'static str> {
+    // Bit 1024 (LLAMA_FTYPE_GUESSED) marks a type llama.cpp inferred.
+    Some(match file_type & !1024 {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        19 => "IQ2_XXS",
+        20 => "IQ2_XS",
+        21 => "Q2_K_S",
+        22 => "IQ3_XS",
+        23 => "IQ3_XXS",
+        24 => "IQ1_S",
+        25 => "IQ4_NL",
+        26 => "IQ3_S",
+        27 => "IQ3_M",
+        28 => "IQ2_S",
+        29 => "IQ2_M",
+        30 => "IQ4_XS",
+        31 => "IQ1_M",
+        32 => "BF16",
+        36 => "TQ1_0",
+        37 => "TQ2_0",
+        38 => "MXFP4_MOE",
+        39 => "NVFP4",
+        40 => "Q1_0",
+        41 => "Q2_0",
         _ => return None,
     })
 }
 
+/// The number of elements of a tensor of shape `dims`.
+fn element_count(dims: &[u64; MAX_DIMS as usize]) -> Result<u64, String> {
+    dims.iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("has a shape {dims:?} whose element count overflows"))
+}
+
 /// Size in bytes of a tensor's data; `Ok(None)` for a type of unknown layout.
-fn tensor_bytes(dims: &[u64; MAX_DIMS as usize], ty: u32) -> Result<Option<u64>, String> {
-    let Some((block, block_bytes)) = ggml_type_layout(ty) else {
+fn tensor_bytes(
+    dims: &[u64; MAX_DIMS as usize],
+    elements: u64,
+    ty: u32,
+) -> Result<Option<u64>, String> {
+    let Some(GgmlType {
+        block, block_bytes, ..
+    }) = ggml_type(ty)
+    else {
         return Ok(None);
     };
     if dims[0] % block != 0 {
@@ -352,10 +485,6 @@ fn tensor_bytes(dims: &[u64; MAX_DIMS as usize], ty: u32) -> Result<Option<u64>,
             dims[0]
         ));
     }
-    let elements = dims
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| format!("has a shape {dims:?} whose element count overflows"))?;
     (elements / block)
         .checked_mul(block_bytes)
         .map(Some)
@@ -369,6 +498,17 @@ fn scalar_size(ty: u32) -> Option<u64> {
         2 | 3 => Some(2),     // uint16, int16
         4..=6 => Some(4),     // uint32, int32, float32
         10..=12 => Some(8),   // uint64, int64, float64
+        _ => None,
+    }
+}
+
+/// Size of an integer metadata value type (signed or not), `None` for anything else.
+fn int_size(ty: u32) -> Option<usize> {
+    match ty {
+        0 | 1 => Some(1),
+        2 | 3 => Some(2),
+        4 | 5 => Some(4),
+        10 | 11 => Some(8),
         _ => None,
     }
 }
@@ -391,93 +531,54 @@ fn show_bytes(bytes: &[u8]) -> String {
     }
 }
 
-/// A bounds-checked little-endian reader that tracks its position in the file.
-struct Reader<R> {
-    inner: R,
-    /// Bytes consumed so far; never more than `len`.
-    pos: u64,
-    /// Size of the file.
-    len: u64,
-}
-
+/// GGUF values on the shared reader.
 impl<R: Read + Seek> Reader<R> {
-    fn remaining(&self) -> u64 {
-        self.len.saturating_sub(self.pos)
-    }
-
-    fn fail(&self, problem: impl Into<String>) -> GgufError {
-        GgufError {
-            offset: self.pos,
-            problem: problem.into(),
-        }
-    }
-
-    /// Fails unless `n` more bytes are left in the file.
-    fn need(&self, n: u64, what: &str) -> Result<(), GgufError> {
-        if n > self.remaining() {
-            Err(self.fail(format!(
-                "{what} needs {n} bytes but only {} remain in the file (truncated or corrupt)",
-                self.remaining()
-            )))
-        } else {
-            Ok(())
-        }
-    }
-
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], GgufError> {
-        self.need(N as u64, what)?;
-        let mut buf = [0u8; N];
-        let result = self.inner.read_exact(&mut buf);
-        result.map_err(|e| self.fail(format!("cannot read {what}: {e}")))?;
-        self.pos += N as u64;
-        Ok(buf)
-    }
-
-    fn u32(&mut self, what: &str) -> Result<u32, GgufError> {
-        self.array::<4>(what).map(u32::from_le_bytes)
-    }
-
-    fn u64(&mut self, what: &str) -> Result<u64, GgufError> {
-        self.array::<8>(what).map(u64::from_le_bytes)
-    }
-
     /// Reads a GGUF string (u64 length, then bytes) of at most `max` bytes.
-    fn string(&mut self, max: u64, what: &str) -> Result<Vec<u8>, GgufError> {
+    fn gguf_string(&mut self, max: u64, what: &str) -> Result<Vec<u8>, FormatError> {
         let n = self.u64(what)?;
         if n > max {
             return Err(self.fail(format!(
                 "{what} claims a length of {n} bytes; at most {max} are allowed"
             )));
         }
-        self.need(n, what)?;
-        let size = usize::try_from(n).map_err(|_| self.fail(format!("{what} is too long")))?;
-        let mut buf = vec![0u8; size];
-        let result = self.inner.read_exact(&mut buf);
-        result.map_err(|e| self.fail(format!("cannot read {what}: {e}")))?;
-        self.pos += n;
-        Ok(buf)
+        self.bytes(n, what)
     }
 
-    /// Skips `n` bytes, failing if the file has fewer left.
-    fn skip(&mut self, n: u64, what: &str) -> Result<(), GgufError> {
-        self.need(n, what)?;
-        if n <= SKIP_BY_READING {
-            let result = io::copy(&mut (&mut self.inner).take(n), &mut io::sink());
-            let copied = result.map_err(|e| self.fail(format!("cannot read {what}: {e}")))?;
-            if copied != n {
-                return Err(self.fail(format!("{what}: unexpected end of file")));
-            }
-        } else {
-            let delta = i64::try_from(n).map_err(|_| self.fail(format!("{what} is too long")))?;
-            let result = self.inner.seek(SeekFrom::Current(delta));
-            result.map_err(|e| self.fail(format!("cannot seek past {what}: {e}")))?;
+    /// Reads a string value, or skips it (returning `None`) when it is longer than
+    /// [`MAX_FACT_LEN`].
+    fn short_string(&mut self, what: &str) -> Result<Option<String>, FormatError> {
+        let n = self.u64(what)?;
+        if n > MAX_STRING_LEN {
+            return Err(self.fail(format!(
+                "{what} contains a string of {n} bytes; at most {MAX_STRING_LEN} are allowed"
+            )));
         }
-        self.pos += n;
-        Ok(())
+        if n > MAX_FACT_LEN {
+            self.skip(n, what)?;
+            return Ok(None);
+        }
+        let bytes = self.bytes(n, what)?;
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// Reads an integer value of type `ty`; `None` for a negative one.
+    fn int_value(&mut self, ty: u32, what: &str) -> Result<Option<u64>, FormatError> {
+        let value = match ty {
+            0 => Some(u64::from(self.u8(what)?)),
+            1 => u64::try_from(self.u8(what)? as i8).ok(),
+            2 => Some(u64::from(u16::from_le_bytes(self.array::<2>(what)?))),
+            3 => u64::try_from(i16::from_le_bytes(self.array::<2>(what)?)).ok(),
+            4 => Some(u64::from(self.u32(what)?)),
+            5 => u64::try_from(self.u32(what)? as i32).ok(),
+            10 => Some(self.u64(what)?),
+            11 => u64::try_from(self.u64(what)? as i64).ok(),
+            other => return Err(self.fail(format!("{what} is not an integer (type {other})"))),
+        };
+        Ok(value)
     }
 
     /// Skips a GGUF string (u64 length, then bytes).
-    fn skip_string(&mut self, what: &str) -> Result<(), GgufError> {
+    fn skip_string(&mut self, what: &str) -> Result<(), FormatError> {
         let n = self.u64(what)?;
         if n > MAX_STRING_LEN {
             return Err(self.fail(format!(
@@ -488,7 +589,7 @@ impl<R: Read + Seek> Reader<R> {
     }
 
     /// Skips a metadata value of type `ty`.
-    fn skip_value(&mut self, ty: u32, what: &str) -> Result<(), GgufError> {
+    fn skip_value(&mut self, ty: u32, what: &str) -> Result<(), FormatError> {
         if let Some(size) = scalar_size(ty) {
             return self.skip(size, what);
         }
@@ -501,7 +602,7 @@ impl<R: Read + Seek> Reader<R> {
 
     /// Skips an array: element type, element count, elements. `depth` counts the arrays
     /// this one is nested in.
-    fn skip_array(&mut self, depth: u32, what: &str) -> Result<(), GgufError> {
+    fn skip_array(&mut self, depth: u32, what: &str) -> Result<(), FormatError> {
         if depth >= MAX_ARRAY_DEPTH {
             return Err(self.fail(format!(
                 "{what} nests arrays more than {MAX_ARRAY_DEPTH} deep"
@@ -541,11 +642,12 @@ impl<R: Read + Seek> Reader<R> {
     }
 }
 
-/// Builders for small GGUF files, shared by the tests of this crate.
-#[cfg(test)]
-pub(crate) mod testing {
+/// Builders for small GGUF files, for tests (here and, with the `testing` feature, in
+/// other crates).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
     /// A metadata value to write.
-    pub(crate) enum Value<'a> {
+    pub enum Value<'a> {
         /// A `uint32`.
         U32(u32),
         /// A string.
@@ -557,28 +659,35 @@ pub(crate) mod testing {
     }
 
     /// A tensor info to write.
-    pub(crate) struct TensorSpec<'a> {
-        pub(crate) name: &'a str,
-        pub(crate) dims: &'a [u64],
-        pub(crate) ty: u32,
-        pub(crate) offset: u64,
+    pub struct TensorSpec<'a> {
+        /// The tensor's name.
+        pub name: &'a str,
+        /// Its shape.
+        pub dims: &'a [u64],
+        /// Its ggml type.
+        pub ty: u32,
+        /// Its data offset, relative to the data section.
+        pub offset: u64,
     }
 
-    pub(crate) fn put_u32(b: &mut Vec<u8>, v: u32) {
+    /// Appends a little-endian `u32`.
+    pub fn put_u32(b: &mut Vec<u8>, v: u32) {
         b.extend_from_slice(&v.to_le_bytes());
     }
 
-    pub(crate) fn put_u64(b: &mut Vec<u8>, v: u64) {
+    /// Appends a little-endian `u64`.
+    pub fn put_u64(b: &mut Vec<u8>, v: u64) {
         b.extend_from_slice(&v.to_le_bytes());
     }
 
-    pub(crate) fn put_str(b: &mut Vec<u8>, s: &str) {
+    /// Appends a GGUF string (length, then bytes).
+    pub fn put_str(b: &mut Vec<u8>, s: &str) {
         put_u64(b, s.len() as u64);
         b.extend_from_slice(s.as_bytes());
     }
 
     /// A GGUF file (default alignment 32) with `data_len` bytes of tensor data.
-    pub(crate) fn gguf(
+    pub fn gguf(
         version: u32,
         kvs: &[(&str, Value<'_>)],
         tensors: &[TensorSpec<'_>],
@@ -633,7 +742,7 @@ pub(crate) mod testing {
     }
 
     /// The bytes of a nested array value `[[1u8, 2u8], [7i32]]` (after its type code).
-    pub(crate) fn nested_array() -> Vec<u8> {
+    pub fn nested_array() -> Vec<u8> {
         let mut b = Vec::new();
         put_u32(&mut b, 9); // elements are arrays
         put_u64(&mut b, 2);
@@ -648,7 +757,7 @@ pub(crate) mod testing {
 
     /// A small valid file: four metadata entries (a string, the alignment, a string array
     /// and a nested array) and two tensors (F32 4×2 and Q8_0 32) with their data.
-    pub(crate) fn tiny() -> Vec<u8> {
+    pub fn tiny() -> Vec<u8> {
         gguf(
             3,
             &[
@@ -680,12 +789,10 @@ pub(crate) mod testing {
 mod tests {
     use std::io::Cursor;
 
-    use runanywhere_plugin_api::ErrorKind;
-
     use super::testing::*;
     use super::*;
 
-    fn check(bytes: &[u8]) -> Result<GgufSummary, GgufError> {
+    fn check(bytes: &[u8]) -> Result<GgufSummary, FormatError> {
         validate(Cursor::new(bytes), bytes.len() as u64)
     }
 
@@ -893,31 +1000,96 @@ mod tests {
 
     #[test]
     fn check_file_names_the_path() {
-        let dir = std::env::temp_dir();
-        let err = check_file(&dir).expect_err("a directory");
-        assert_eq!(err.kind(), ErrorKind::InvalidModel);
-        assert!(err.message().contains(&dir.display().to_string()));
-        assert!(err.message().contains("directory"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = check_file(dir.path()).expect_err("a directory");
+        assert!(matches!(err, FileError::Directory { .. }), "{err}");
+        assert!(err.to_string().contains(&dir.path().display().to_string()));
 
-        let missing = dir.join("runanywhere-no-such-model.gguf");
+        let missing = dir.path().join("runanywhere-no-such-model.gguf");
         let err = check_file(&missing).expect_err("a missing file");
-        assert_eq!(err.kind(), ErrorKind::InvalidModel);
-        assert!(err.message().contains("runanywhere-no-such-model.gguf"));
+        assert!(matches!(err, FileError::NotFound(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("model file {} does not exist", missing.display())
+        );
 
-        let path = dir.join(format!(
-            "runanywhere-gguf-check-{}.gguf",
-            std::process::id()
-        ));
+        let path = dir.path().join("model.gguf");
         std::fs::write(&path, b"").expect("write");
         let empty = check_file(&path).expect_err("an empty file");
+        assert!(matches!(empty, FileError::Empty(_)), "{empty}");
         std::fs::write(&path, b"not a gguf file at all").expect("write");
         let garbage = check_file(&path).expect_err("a text file");
+        let message = garbage.to_string();
+        assert!(message.contains("magic"), "{message}");
+        assert!(message.starts_with(&format!("{} is not a valid GGUF file: ", path.display())));
         std::fs::write(&path, tiny()).expect("write");
-        let ok = check_file(&path);
-        let _ = std::fs::remove_file(&path);
-        assert!(empty.message().contains("empty"));
-        assert!(garbage.message().contains("magic"));
-        assert!(garbage.message().contains(&path.display().to_string()));
-        assert!(ok.is_ok());
+        assert!(check_file(&path).is_ok());
+    }
+
+    #[test]
+    fn facts_are_collected_from_metadata_and_tensors() {
+        let bytes = gguf(
+            3,
+            &[
+                ("general.architecture", Value::Str("llama")),
+                ("general.name", Value::Str("tiny")),
+                ("general.file_type", Value::U32(7)),
+                ("llama.context_length", Value::U32(2048)),
+                ("llama.block_count", Value::U32(2)),
+                ("llama.embedding_length", Value::U32(64)),
+                ("llama.attention.head_count", Value::U32(8)),
+                ("llama.attention.head_count_kv", Value::U32(4)),
+            ],
+            &[
+                TensorSpec {
+                    name: "a.weight",
+                    dims: &[4, 2],
+                    ty: 0,
+                    offset: 0,
+                },
+                TensorSpec {
+                    name: "b.weight",
+                    dims: &[32],
+                    ty: 8,
+                    offset: 32,
+                },
+            ],
+            32 + 34,
+        );
+        let facts = check(&bytes).expect("valid").facts;
+        assert_eq!(facts.architecture.as_deref(), Some("llama"));
+        assert_eq!(facts.name.as_deref(), Some("tiny"));
+        assert_eq!(facts.quantization.as_deref(), Some("Q8_0"));
+        assert_eq!(facts.context_length, Some(2048));
+        assert_eq!(facts.parameters, Some(8 + 32));
+        assert_eq!(facts.tensors, Some(2));
+        // 2 layers × 4 KV heads × (8 + 8) dims × 2 bytes.
+        assert_eq!(facts.kv_bytes_per_token, Some(2 * 4 * 16 * 2));
+        assert_eq!(facts.details["gguf.version"], "3");
+
+        // Without general.file_type, the type holding the most bytes names the quantization.
+        assert_eq!(
+            check(&tiny()).expect("valid").facts.quantization.as_deref(),
+            Some("Q8_0")
+        );
+        // A failing file keeps what was read before the problem.
+        let mut cut = bytes.clone();
+        cut.truncate(bytes.len() - 1);
+        let mut partial = Facts::default();
+        assert!(inspect(Cursor::new(&cut), cut.len() as u64, &mut partial).is_err());
+        assert_eq!(partial.architecture.as_deref(), Some("llama"));
+        assert_eq!(partial.context_length, Some(2048));
+    }
+
+    #[test]
+    fn file_types_and_ggml_types_have_names() {
+        assert_eq!(file_type_name(15), Some("Q4_K_M"));
+        assert_eq!(file_type_name(1024 | 7), Some("Q8_0"));
+        assert_eq!(file_type_name(4), None);
+        assert_eq!(
+            ggml_type(12).map(|t| (t.name, t.block, t.block_bytes)),
+            Some(("Q4_K", 256, 144))
+        );
+        assert_eq!(ggml_type(4), None);
     }
 }

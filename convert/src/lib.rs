@@ -1,0 +1,26 @@
+//! Model-format conversion for RunAnywhere, shared by engines and the host.
+//!
+//! Engines that do not read GGUF or llama2.c files natively (Candle, ONNX Runtime) still
+//! have to tokenize exactly as llama.cpp does, and the host's `runanywhere convert` turns
+//! such files into Hugging Face folders. Everything format-specific lives here, once:
+//!
+//! * [`gguf`]: a bounds-checked GGUF header reader (candle's `Content` as the result);
+//! * [`llama2c`]: llama2.c checkpoints and `tok*.bin` tokenizers;
+//! * [`tokenizer`]: Hugging Face `Tokenizer`s built from GGUF and llama2.c vocabularies;
+//! * [`hf`]: the tokenizer files of a Hugging Face folder;
+//! * [`vocab`]: llama.cpp's tokenize / token-bytes / detokenize semantics on a tokenizer;
+//! * [`llama`]: Llama weights in Hugging Face's layout (rotary permutation undone);
+//! * [`safetensors`]: writing a Hugging Face folder, atomically.
+
+pub mod error;
+pub mod gguf;
+pub mod hf;
+pub mod llama;
+pub mod llama2c;
+pub mod safetensors;
+pub mod tokenizer;
+pub mod vocab;
+
+pub use error::ConvertError;
+pub use safetensors::write_hf_folder;
+pub use vocab::Vocab;

@@ -1,0 +1,490 @@
+//! A loaded ONNX decoder: its session, tokenizer and the generation loop.
+//!
+//! # Generation
+//!
+//! Every generation starts from an empty KV cache (past length 0). The whole prompt is
+//! run in one session call; then each sampled token is run alone, with the previous
+//! call's `present` outputs fed back as the next call's `past` inputs. The cache tensors
+//! are handed over as ONNX Runtime values and never copied or inspected, so whatever
+//! float type the model keeps its cache in passes through. The attention mask is all
+//! ones over past plus new tokens and positions continue from the past length.
+//!
+//! Logits are read for the last position only; sampling, stop strings, UTF-8 handling,
+//! limits and timing are the plugin kit's ([`Sampler`], [`Decoding`]), so this engine
+//! behaves like every other one for the same request.
+//!
+//! # Concurrency
+//!
+//! `ort` runs a session through `&mut`, so the session sits behind a mutex: generations
+//! on one model take turns, while tokenization (its own lock, held briefly) does not wait
+//! for them.
+
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use abi_stable::std_types::{ROption, RString, RVec};
+use ort::memory::Allocator;
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynTensor, DynValue, Tensor};
+use runanywhere_plugin_api::decode::{self, Decoding};
+use runanywhere_plugin_api::sampling::Sampler;
+use runanywhere_plugin_api::{
+    EngineError, GenerateRequest, GenerationStats, KeyValue, LoadRequest, ModelInfo, SinkControl,
+};
+use serde_json::Value;
+
+use crate::error::{OnnxError, Result};
+use crate::layout::{self, ModelFiles};
+use crate::runtime::Runtime;
+use crate::signature::{self, IntInput, IntType, Port, Signature};
+use crate::tokenizer::TextTokenizer;
+
+/// Context length used when neither the request nor the model says.
+const DEFAULT_CONTEXT: u32 = 4096;
+
+/// Special tokens that end a turn in common chat models; those present in the
+/// vocabulary count as end of generation, as in llama.cpp.
+const END_OF_TURN_TOKENS: &[&str] = &[
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "</s>",
+];
+
+/// A session and the description of how to drive it.
+struct Decoder {
+    session: Mutex<Session>,
+    signature: Signature,
+}
+
+/// A loaded ONNX language model.
+pub struct OnnxModel {
+    /// `None` for a vocab-only load.
+    decoder: Option<Decoder>,
+    tokenizer: TextTokenizer,
+    info: ModelInfo,
+    /// Columns of the logits: ids below it are valid model inputs.
+    vocab: u32,
+    context_length: u32,
+    eog: Vec<u32>,
+}
+
+impl OnnxModel {
+    /// Loads the model `request` names.
+    pub(crate) fn load(runtime: &Runtime, request: &LoadRequest) -> Result<Self> {
+        let path_str = request.model_path.as_str();
+        if path_str.is_empty() {
+            return Err(OnnxError::InvalidRequest("no model path given".into()));
+        }
+        let tokenizer_path = match &request.tokenizer_path {
+            ROption::RSome(t) => Some(Path::new(t.as_str())),
+            ROption::RNone => None,
+        };
+        let files = layout::resolve(Path::new(path_str), tokenizer_path)?;
+        let tokenizer = TextTokenizer::from_file(&files.tokenizer)?;
+
+        let decoder = if request.vocab_only {
+            None
+        } else {
+            let session = open_session(runtime, &files.onnx, request.threads)?;
+            let ports = |outlets: &[ort::value::Outlet]| -> Vec<Port> {
+                outlets
+                    .iter()
+                    .map(|o| Port {
+                        name: o.name().to_string(),
+                        ty: o.dtype().tensor_type(),
+                        dims: o
+                            .dtype()
+                            .tensor_shape()
+                            .map(|s| s.to_vec())
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            };
+            let signature = signature::read(
+                &ports(session.inputs()),
+                &ports(session.outputs()),
+                &files.config,
+            )
+            .map_err(|e| match e {
+                OnnxError::Unsupported(m) => {
+                    OnnxError::Unsupported(format!("{}: {m}", files.onnx.display()))
+                }
+                other => other,
+            })?;
+            Some(Decoder {
+                session: Mutex::new(session),
+                signature,
+            })
+        };
+
+        let config = &files.config;
+        let vocab = decoder
+            .as_ref()
+            .and_then(|d| d.signature.vocab)
+            .and_then(|v| u32::try_from(v).ok())
+            .or(config.vocab_size)
+            .unwrap_or_else(|| tokenizer.vocab_size());
+        let train_context = config.context_length.unwrap_or(0);
+        // Positions past the trained context fail inside the graph (absolute position
+        // embeddings) or degrade, so a larger request is capped to it.
+        let context_length = match request.context_length {
+            0 if train_context == 0 => DEFAULT_CONTEXT,
+            0 => train_context.min(DEFAULT_CONTEXT),
+            n if train_context > 0 && n > train_context => {
+                tracing::warn!(
+                    requested = n,
+                    train_context,
+                    "the model was trained for a shorter context; using its length"
+                );
+                train_context
+            }
+            n => n,
+        };
+
+        let mut eog: Vec<u32> = config.eos.clone();
+        eog.extend(
+            END_OF_TURN_TOKENS
+                .iter()
+                .filter_map(|t| tokenizer.token_id(t)),
+        );
+        eog.retain(|&id| id < vocab);
+        eog.sort_unstable();
+        eog.dedup();
+
+        let info = model_info(
+            &files,
+            decoder.as_ref(),
+            runtime,
+            request,
+            vocab,
+            context_length,
+            &eog,
+        );
+        tracing::debug!(
+            model = path_str,
+            onnx = %files.onnx.display(),
+            vocab,
+            context_length,
+            vocab_only = request.vocab_only,
+            "loaded ONNX model"
+        );
+        Ok(OnnxModel {
+            decoder,
+            tokenizer,
+            info,
+            vocab,
+            context_length,
+            eog,
+        })
+    }
+
+    /// Model facts.
+    pub(crate) fn info(&self) -> ModelInfo {
+        self.info.clone()
+    }
+
+    /// The tokenizer.
+    pub(crate) fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Text → ids the model accepts: the tokenizer may know more tokens than the model
+    /// has logits for (a test model cut down to 1000 tokens, say), so its output is
+    /// checked too.
+    fn tokenize_for_model(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>> {
+        let ids = self.tokenizer.encode(text, add_special, parse_special)?;
+        if let Some(&bad) = ids.iter().find(|&&id| id >= self.vocab) {
+            return Err(OnnxError::InvalidRequest(format!(
+                "the tokenizer produced token id {bad}, but the model's vocabulary has {} \
+                 tokens; the tokenizer does not belong to this model",
+                self.vocab
+            )));
+        }
+        Ok(ids)
+    }
+
+    /// Generates; see the module docs.
+    pub(crate) fn generate(
+        &self,
+        request: &GenerateRequest,
+        sink: &mut dyn FnMut(u32, &str) -> SinkControl,
+    ) -> std::result::Result<GenerationStats, EngineError> {
+        let decoder = self.decoder.as_ref().ok_or_else(|| {
+            OnnxError::InvalidRequest(
+                "model was loaded vocab-only: it can tokenize but not generate".into(),
+            )
+        })?;
+        let prompt_ids = decode::prompt_ids(request, self.vocab, |text, add, parse| {
+            Ok(self.tokenize_for_model(text, add, parse)?)
+        })?;
+        // A panic during an earlier generation (caught by the plugin kit) only poisons the
+        // lock: every generation starts from a fresh cache, so the session is fine.
+        let mut session = decoder
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut decoding = Decoding::start(
+            request,
+            prompt_ids,
+            self.context_length as usize,
+            self.eog.clone(),
+            sink,
+        )?;
+        let mut sampler = Sampler::new(&request.sampling);
+        let mut run = Run::new(&mut session, &decoder.signature)?;
+
+        let mut logits = Vec::new();
+        run.step(decoding.prompt_ids(), &mut logits)?;
+        decoding.prefill_done();
+        let reason = loop {
+            let id = sampler.sample(&mut logits, decoding.history());
+            let bytes = if id < self.tokenizer.vocab_size() {
+                self.tokenizer.piece(id, false)?
+            } else {
+                // Models often pad their embedding past the tokenizer's vocabulary.
+                Vec::new()
+            };
+            if let Some(reason) = decoding.accept(id, &bytes) {
+                break reason;
+            }
+            run.step(&[id], &mut logits)?;
+        };
+        Ok(decoding.finish(reason))
+    }
+}
+
+/// The state of one generation: the session and its KV cache.
+struct Run<'a> {
+    session: &'a mut Session,
+    signature: &'a Signature,
+    /// One value per [`Signature::cache`] slot.
+    cache: Vec<DynValue>,
+    /// Tokens already in the cache.
+    past: usize,
+}
+
+impl<'a> Run<'a> {
+    /// A run with an empty cache (past length 0).
+    fn new(session: &'a mut Session, signature: &'a Signature) -> Result<Self> {
+        let allocator = Allocator::default();
+        let cache = signature
+            .cache
+            .iter()
+            .map(|slot| {
+                DynTensor::new(&allocator, slot.ty, slot.empty_shape.clone())
+                    .map(|t| t.into_dyn())
+                    .map_err(|e| {
+                        OnnxError::Internal(format!(
+                            "cannot create the empty cache tensor {}: {e}",
+                            slot.input
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Run {
+            session,
+            signature,
+            cache,
+            past: 0,
+        })
+    }
+
+    /// Runs `tokens` after the cached ones, updates the cache and writes the logits of
+    /// the last token into `logits`.
+    fn step(&mut self, tokens: &[u32], logits: &mut Vec<f32>) -> Result<()> {
+        let sig = self.signature;
+        let n = tokens.len();
+        let total = self.past + n;
+        let mut inputs: Vec<(&str, SessionInputValue<'_>)> =
+            Vec::with_capacity(4 + sig.cache.len());
+        inputs.push((
+            &sig.input_ids.name,
+            int_tensor(&sig.input_ids, n, tokens.iter().map(|&t| i64::from(t)))?,
+        ));
+        if let Some(mask) = &sig.attention_mask {
+            inputs.push((
+                &mask.name,
+                int_tensor(mask, total, std::iter::repeat_n(1, total))?,
+            ));
+        }
+        if let Some(positions) = &sig.position_ids {
+            let start = i64::try_from(self.past).unwrap_or(i64::MAX);
+            let end = i64::try_from(total).unwrap_or(i64::MAX);
+            inputs.push((&positions.name, int_tensor(positions, n, start..end)?));
+        }
+        if let Some(flag) = &sig.use_cache_branch {
+            let value = Tensor::from_array(([1usize], vec![self.past > 0]))
+                .map_err(|e| OnnxError::Internal(format!("cannot create {flag}: {e}")))?;
+            inputs.push((flag, value.into()));
+        }
+        for (slot, value) in sig.cache.iter().zip(std::mem::take(&mut self.cache)) {
+            inputs.push((&slot.input, value.into()));
+        }
+
+        let mut outputs = self
+            .session
+            .run(inputs)
+            .map_err(|e| OnnxError::Run(e.to_string()))?;
+        {
+            let value = outputs
+                .get(&sig.logits)
+                .ok_or_else(|| OnnxError::Run(format!("the `{}` output is missing", sig.logits)))?;
+            let (shape, data) = value
+                .try_extract_tensor::<f32>()
+                .map_err(|e| OnnxError::Run(format!("cannot read the logits: {e}")))?;
+            let columns = shape
+                .last()
+                .and_then(|&d| usize::try_from(d).ok())
+                .filter(|&d| d > 0 && d <= data.len())
+                .ok_or_else(|| {
+                    OnnxError::Run(format!("the logits have an unexpected shape {shape:?}"))
+                })?;
+            logits.clear();
+            logits.extend_from_slice(&data[data.len() - columns..]);
+        }
+        let mut cache = Vec::with_capacity(sig.cache.len());
+        for slot in &sig.cache {
+            cache.push(outputs.remove(&slot.output).ok_or_else(|| {
+                OnnxError::Run(format!("the `{}` output is missing", slot.output))
+            })?);
+        }
+        self.cache = cache;
+        self.past = total;
+        Ok(())
+    }
+}
+
+/// A `[1, len]` integer tensor of `values`, in the input's width.
+fn int_tensor(
+    input: &IntInput,
+    len: usize,
+    values: impl Iterator<Item = i64>,
+) -> Result<SessionInputValue<'static>> {
+    let error = |e: ort::Error| OnnxError::Internal(format!("cannot create {}: {e}", input.name));
+    let shape = [1usize, len];
+    Ok(match input.ty {
+        IntType::I64 => Tensor::from_array((shape, values.collect::<Vec<i64>>()))
+            .map_err(error)?
+            .into(),
+        IntType::I32 => {
+            let values = values
+                .map(|v| {
+                    i32::try_from(v).map_err(|_| {
+                        OnnxError::InvalidRequest(format!(
+                            "{v} does not fit the int32 input {}",
+                            input.name
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<i32>>>()?;
+            Tensor::from_array((shape, values)).map_err(error)?.into()
+        }
+    })
+}
+
+/// Creates the session for `onnx`.
+fn open_session(runtime: &Runtime, onnx: &Path, threads: u32) -> Result<Session> {
+    let builder_error = |e: ort::Error<ort::session::builder::SessionBuilder>| {
+        OnnxError::Internal(format!("cannot configure the ONNX Runtime session: {e}"))
+    };
+    let mut builder = Session::builder(&runtime.environment).map_err(|e| {
+        OnnxError::Internal(format!(
+            "cannot create an ONNX Runtime session builder: {e}"
+        ))
+    })?;
+    if threads > 0 {
+        builder = builder
+            .with_intra_threads(threads as usize)
+            .map_err(builder_error)?;
+    }
+    builder.commit_from_file(onnx).map_err(|e| {
+        use ort::ErrorCode as C;
+        let message = format!(
+            "{}: ONNX Runtime cannot load the model: {}",
+            onnx.display(),
+            e.message()
+        );
+        match e.code() {
+            C::NotImplemented => OnnxError::Unsupported(message),
+            _ => OnnxError::InvalidModel(message),
+        }
+    })
+}
+
+/// The model's facts.
+fn model_info(
+    files: &ModelFiles,
+    decoder: Option<&Decoder>,
+    runtime: &Runtime,
+    request: &LoadRequest,
+    vocab: u32,
+    context_length: u32,
+    eog: &[u32],
+) -> ModelInfo {
+    let config = &files.config;
+    let mut extensions = vec![
+        KeyValue::new("onnx.file", files.onnx.display().to_string()),
+        KeyValue::new("tokenizer", files.tokenizer.display().to_string()),
+        KeyValue::new("onnxruntime.version", runtime.version.as_str()),
+        KeyValue::new("vocab_only", request.vocab_only.to_string()),
+    ];
+    if let Some(source) = &config.source {
+        extensions.push(KeyValue::new("config", source.display().to_string()));
+    }
+    if let Some(d) = decoder {
+        extensions.extend([
+            KeyValue::new("n_layer", d.signature.layers.to_string()),
+            KeyValue::new("onnx.kv_cache", d.signature.layout.name()),
+            KeyValue::new(
+                "threads",
+                match request.threads {
+                    0 => "default".to_string(),
+                    n => n.to_string(),
+                },
+            ),
+        ]);
+    }
+    ModelInfo {
+        architecture: RString::from(config.architecture.as_deref().unwrap_or("onnx")),
+        parameter_count: 0,
+        context_length,
+        train_context_length: config.context_length.unwrap_or(0),
+        vocab_size: vocab,
+        bos: ROption::from(config.bos.filter(|&b| b < vocab)),
+        eos: ROption::from(config.eos.iter().copied().find(|&e| e < vocab)),
+        eog: RVec::from(eog.to_vec()),
+        chat_template: ROption::from(
+            files
+                .tokenizer_config
+                .as_deref()
+                .and_then(chat_template)
+                .map(RString::from),
+        ),
+        extensions: RVec::from(extensions),
+    }
+}
+
+/// The chat template of `tokenizer_config.json`: a string, or a list of named templates
+/// of which `default` is taken.
+fn chat_template(path: &Path) -> Option<String> {
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    match json.get("chat_template")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(items) => items
+            .iter()
+            .find(|i| i.get("name").and_then(Value::as_str) == Some("default"))
+            .and_then(|i| i.get("template"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    }
+}

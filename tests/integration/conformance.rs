@@ -1,0 +1,278 @@
+//! Cross-engine conformance: every engine on every model format it should read gives
+//! exactly the reference, and every engine that can load a vocabulary tokenizes it the
+//! same way.
+//!
+//! Both tests are tables. Adding an engine adds rows; a row either expects the exact
+//! reference or says explicitly that the engine refuses the format (asserting how), so
+//! nothing is ever skipped silently.
+
+use std::path::{Path, PathBuf};
+
+use runanywhere::registry::Registry;
+use runanywhere::{
+    ErrorKind, GenerateRequest, LoadRequest, Model, Prompt, SamplingParams, SinkControl, StopReason,
+};
+use runanywhere_tests::{
+    data_dir, json_output, plugin_dir, run_cli, tinystories_references, vocab_cases,
+};
+
+/// The engines under test (plugin manifests).
+const ENGINES: [&str; 2] = ["llama-cpp", "candle"];
+
+/// The references run 201 positions; stories260K's GGUF says 128.
+const CONTEXT: u32 = 256;
+
+fn registry() -> (tempfile::TempDir, Registry) {
+    let dir = plugin_dir(&ENGINES);
+    let registry = Registry::discover(&[dir.path().to_path_buf()]);
+    for id in ENGINES {
+        assert!(
+            registry.engine(id).is_some(),
+            "{id} unavailable: {:?}",
+            registry.unavailable()
+        );
+    }
+    (dir, registry)
+}
+
+/// Loads with one thread (tests run in parallel on small machines).
+fn load(
+    registry: &Registry,
+    engine: &str,
+    path: &Path,
+    vocab_only: bool,
+) -> Result<Model, runanywhere::Error> {
+    registry.engine(engine).unwrap().load_model(LoadRequest {
+        model_path: path.to_string_lossy().into_owned().into(),
+        context_length: CONTEXT,
+        threads: 1,
+        vocab_only,
+        ..Default::default()
+    })
+}
+
+/// A model format of stories260K, as the tests build it.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    /// `stories260K.gguf`.
+    Gguf,
+    /// `stories260K.bin` (llama2.c), with `tok512.bin` next to it.
+    Llama2c,
+    /// A Hugging Face folder written by `write_hf_folder` from the GGUF.
+    SafetensorsFromGguf,
+    /// A Hugging Face folder written by `write_hf_folder` from the llama2.c checkpoint.
+    SafetensorsFromLlama2c,
+}
+
+impl Format {
+    fn path(self, scratch: &Path) -> PathBuf {
+        let stories = |ext: &str| data_dir().join(format!("tinystories/stories260K.{ext}"));
+        let folder = |source: PathBuf, name: &str| {
+            let out = scratch.join(name);
+            if !out.exists() {
+                runanywhere_convert::write_hf_folder(&source, &out).unwrap();
+            }
+            out
+        };
+        match self {
+            Format::Gguf => stories("gguf"),
+            Format::Llama2c => stories("bin"),
+            Format::SafetensorsFromGguf => folder(stories("gguf"), "hf-from-gguf"),
+            Format::SafetensorsFromLlama2c => folder(stories("bin"), "hf-from-llama2c"),
+        }
+    }
+}
+
+/// What a cell of the table expects.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// Exactly the greedy reference ids for every prompt.
+    Reference,
+    /// The load fails with one of these kinds: the engine does not read the format.
+    Refused(&'static [ErrorKind]),
+}
+
+const NOT_MINE: &[ErrorKind] = &[ErrorKind::UnsupportedFormat, ErrorKind::InvalidModel];
+
+/// Engines × formats.
+const MATRIX: &[(&str, Format, Expect)] = &[
+    ("llama-cpp", Format::Gguf, Expect::Reference),
+    ("llama-cpp", Format::Llama2c, Expect::Refused(NOT_MINE)),
+    (
+        "llama-cpp",
+        Format::SafetensorsFromGguf,
+        Expect::Refused(NOT_MINE),
+    ),
+    ("candle", Format::Gguf, Expect::Reference),
+    ("candle", Format::Llama2c, Expect::Reference),
+    ("candle", Format::SafetensorsFromGguf, Expect::Reference),
+    ("candle", Format::SafetensorsFromLlama2c, Expect::Reference),
+];
+
+#[test]
+fn every_engine_and_format_gives_the_greedy_reference_exactly() {
+    let (_dir, registry) = registry();
+    let scratch = tempfile::tempdir().unwrap();
+    let references = tinystories_references();
+    for &(engine, format, expect) in MATRIX {
+        let cell = format!("{engine} × {format:?}");
+        let path = format.path(scratch.path());
+        match expect {
+            Expect::Refused(kinds) => {
+                let err = load(&registry, engine, &path, false).unwrap_err();
+                let kind = err.engine_error().map(|e| e.kind());
+                assert!(
+                    kind.is_some_and(|k| kinds.contains(&k)),
+                    "{cell}: expected one of {kinds:?}, got {err}"
+                );
+            }
+            Expect::Reference => {
+                let model =
+                    load(&registry, engine, &path, false).unwrap_or_else(|e| panic!("{cell}: {e}"));
+                for r in &references {
+                    let mut request = GenerateRequest::new(Prompt::Text(r.prompt.as_str().into()));
+                    request.max_tokens = (201 - r.prompt_ids.len()) as u32;
+                    request.sampling = SamplingParams::greedy();
+                    let mut ids = Vec::new();
+                    let stats = model
+                        .generate(request, |id, _| {
+                            ids.push(id);
+                            SinkControl::Continue
+                        })
+                        .unwrap_or_else(|e| panic!("{cell}: {e}"));
+                    assert_eq!(
+                        stats.prompt_ids.to_vec(),
+                        r.prompt_ids,
+                        "{cell}, prompt {:?}",
+                        r.prompt
+                    );
+                    assert_eq!(
+                        ids,
+                        r.all_ids[r.prompt_ids.len()..],
+                        "{cell}, prompt {:?}",
+                        r.prompt
+                    );
+                    assert_eq!(stats.stop_reason(), StopReason::MaxTokens, "{cell}");
+                }
+            }
+        }
+    }
+}
+
+/// Which engines load which vocabulary (vocab-only); `false` rows must be refused as
+/// unsupported.
+const VOCABS: &[(&str, &[(&str, bool)])] = &[
+    ("llama-spm", &[("llama-cpp", true), ("candle", true)]),
+    ("phi-3", &[("llama-cpp", true), ("candle", true)]),
+    ("gpt-2", &[("llama-cpp", true), ("candle", true)]),
+    ("deepseek-coder", &[("llama-cpp", true), ("candle", true)]),
+    ("bert-bge", &[("llama-cpp", true), ("candle", false)]),
+];
+
+#[test]
+fn engines_tokenize_the_vocabulary_vectors_identically() {
+    let (_dir, registry) = registry();
+    for &(vocab, engines) in VOCABS {
+        let path = data_dir().join(format!("vocab/ggml-vocab-{vocab}.gguf"));
+        let cases = vocab_cases(&path);
+        assert_eq!(cases.len(), 46, "{vocab}");
+        let mut loaded = Vec::new();
+        for &(engine, loads) in engines {
+            let result = load(&registry, engine, &path, true);
+            if !loads {
+                let err = result.unwrap_err();
+                assert_eq!(
+                    err.engine_error().map(|e| e.kind()),
+                    Some(ErrorKind::UnsupportedFormat),
+                    "{engine} × {vocab}: {err}"
+                );
+                continue;
+            }
+            let model = result.unwrap_or_else(|e| panic!("{engine} × {vocab}: {e}"));
+            for (i, (input, expected)) in cases.iter().enumerate() {
+                let ids = model.tokenize(input, false, false).unwrap();
+                assert_eq!(&ids, expected, "{engine} × {vocab}, case {i}: {input:?}");
+            }
+            loaded.push((engine, model));
+        }
+        // Beyond the vectors: with special tokens added and parsed, and with special-token
+        // text in the input, every engine that loads the vocabulary agrees with the first.
+        let extra = [
+            "<s>Hello</s> world",
+            "<|endoftext|>Hi",
+            "<｜begin▁of▁sentence｜>x",
+        ];
+        let Some(((first, reference), rest)) = loaded.split_first() else {
+            continue;
+        };
+        for (engine, model) in rest {
+            for input in cases.iter().map(|(i, _)| i.as_str()).chain(extra) {
+                for (add, parse) in [(true, false), (true, true), (false, true)] {
+                    assert_eq!(
+                        model.tokenize(input, add, parse).unwrap(),
+                        reference.tokenize(input, add, parse).unwrap(),
+                        "{engine} vs {first} × {vocab}, add_special={add} parse_special={parse}: {input:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_cli_runs_candle_on_every_format_and_routes_the_others_to_it() {
+    let dir = plugin_dir(&ENGINES);
+    let scratch = tempfile::tempdir().unwrap();
+    let r = &tinystories_references()[1];
+    assert_eq!(r.prompt, "Once upon a time");
+    let max = (201 - r.prompt_ids.len()).to_string();
+    let cases = [
+        (Format::Gguf, Some("candle"), "candle"),
+        (Format::Gguf, None, "llama-cpp"),
+        (Format::Llama2c, None, "candle"),
+        (Format::SafetensorsFromLlama2c, None, "candle"),
+    ];
+    for (format, engine, expected_engine) in cases {
+        let path = format.path(scratch.path());
+        let path = path.to_str().unwrap();
+        let mut args = vec![
+            "run",
+            "--model",
+            path,
+            "--temperature",
+            "0",
+            "--max-tokens",
+            &max,
+            "--ctx-size",
+            "256",
+            "--threads",
+            "1",
+            "--json",
+        ];
+        if let Some(e) = engine {
+            args.extend(["--engine", e]);
+        }
+        args.push(&r.prompt);
+        let v = json_output(&run_cli(Some(dir.path()), &args, None));
+        assert_eq!(v["engine"], expected_engine, "{format:?}");
+        let ids = |key: &str| -> Vec<u32> {
+            v[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        };
+        assert_eq!(ids("prompt_ids"), r.prompt_ids, "{format:?}");
+        assert_eq!(
+            ids("generated_ids"),
+            r.all_ids[r.prompt_ids.len()..],
+            "{format:?}"
+        );
+        assert_eq!(
+            format!("{}{}\n", r.prompt, v["text"].as_str().unwrap()),
+            r.text,
+            "{format:?}"
+        );
+    }
+}
