@@ -78,7 +78,7 @@ impl Engine {
     fn wrap(&self, source: EngineError) -> Error {
         Error::Engine {
             engine: self.id().to_string(),
-            source,
+            error: source,
         }
     }
 }
@@ -164,7 +164,7 @@ impl Model {
     fn wrap(&self, source: EngineError) -> Error {
         Error::Engine {
             engine: self.engine.clone(),
-            source,
+            error: source,
         }
     }
 }

@@ -10,14 +10,14 @@ use crate::format::DetectError;
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An engine returned an error (its kind and message are kept).
-    #[error("engine `{engine}`: {source}")]
+    /// An engine returned an error (its kind and message are kept). The engine error is
+    /// part of this message rather than a `source`, so error chains print it once.
+    #[error("engine `{engine}`: {error}")]
     Engine {
         /// The engine id.
         engine: String,
         /// The engine's error.
-        #[source]
-        source: EngineError,
+        error: EngineError,
     },
     /// `--engine ID` names no discovered engine.
     #[error("no engine `{id}`. Engines: {available}")]
@@ -54,7 +54,7 @@ impl Error {
     /// The engine error, if this is one.
     pub fn engine_error(&self) -> Option<&EngineError> {
         match self {
-            Error::Engine { source, .. } => Some(source),
+            Error::Engine { error, .. } => Some(error),
             _ => None,
         }
     }

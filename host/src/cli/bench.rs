@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use runanywhere::metrics::RunMetrics;
 use runanywhere::registry::Registry;
-use runanywhere::{LoadRequest, Prompt, SamplingParams, SinkControl};
+use runanywhere::{Prompt, SamplingParams, SinkControl};
 use serde::Serialize;
 
-use super::args::BenchArgs;
+use super::args::{BenchArgs, ModelArgs};
 
 #[derive(Debug, Serialize)]
 struct EngineBench {
@@ -28,31 +28,25 @@ struct EngineBench {
 }
 
 pub(crate) fn run(registry: &Registry, args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    let resolved = super::resolve_model(&args.model);
-    let path = resolved.path.as_path();
-    super::check_memory(path, args.ctx_size, args.force)?;
+    let path = super::resolve_model(&args.model).path;
     let engines: Vec<String> = if args.engines.is_empty() {
-        vec![registry.select(path, None)?.id().to_string()]
+        vec![registry.select(&path, None)?.id().to_string()]
     } else {
         args.engines.clone()
     };
     let mut results = Vec::new();
     for id in &engines {
-        let engine = registry.select(path, Some(id))?;
-        let start = Instant::now();
-        let model = engine.load_model(LoadRequest {
-            model_path: path.to_string_lossy().into_owned().into(),
-            tokenizer_path: args
-                .tokenizer
-                .as_ref()
-                .or(resolved.tokenizer.as_ref())
-                .map(|p| p.to_string_lossy().into_owned().into())
-                .into(),
-            context_length: args.ctx_size,
+        let model_args = ModelArgs {
+            model: args.model.clone(),
+            engine: Some(id.clone()),
+            force: args.force,
+            tokenizer: args.tokenizer.clone(),
+            ctx_size: args.ctx_size,
             threads: args.threads,
-            ..Default::default()
-        })?;
-        let load_ms = start.elapsed().as_secs_f64() * 1000.0;
+            batch_size: 0,
+            gpu_layers: 0,
+        };
+        let (model, load_ms) = super::load_model(registry, &model_args, false, 0)?;
         let mut samples = Vec::new();
         for i in 0..=args.runs.max(1) {
             let mut request =

@@ -12,10 +12,11 @@ use anyhow::Context;
 use runanywhere::chat::{ChatMessage, ChatTemplate, FALLBACK_STOP};
 use runanywhere::metrics::RunMetrics;
 use runanywhere::registry::Registry;
-use runanywhere::{Model, Prompt, SinkControl};
+use runanywhere::{Model, Prompt};
 
 use super::args::ChatArgs;
 use super::run::request_from;
+use super::stream::Stream;
 use super::{install_ctrl_c, INTERRUPTED};
 
 const HELP: &str = "commands: /reset (forget the conversation), /history (show it), \
@@ -157,23 +158,12 @@ fn reply(
     request
         .stop
         .extend(extra_stop.iter().map(|s| s.as_str().into()));
-    let mut text = String::new();
-    let mut write_error = None;
-    let stats = model.generate(request, |_, piece| {
-        text.push_str(piece);
-        if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
-            write_error = Some(e);
-            return SinkControl::Stop;
-        }
-        if INTERRUPTED.load(Ordering::Relaxed) {
-            SinkControl::Stop
-        } else {
-            SinkControl::Continue
-        }
-    })?;
-    if let Some(e) = write_error {
+    let mut stream = Stream::new(&mut *out, true);
+    let stats = model.generate(request, |id, piece| stream.on_token(id, piece))?;
+    if let Some(e) = stream.write_error.take() {
         return Err(e).context("writing the reply");
     }
+    let text = std::mem::take(&mut stream.text);
     writeln!(out)?;
     Ok((text, stats))
 }

@@ -9,6 +9,7 @@ mod import;
 mod models;
 mod pull;
 mod run;
+mod stream;
 mod table;
 mod tokenize;
 mod verify;

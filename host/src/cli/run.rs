@@ -7,10 +7,11 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use runanywhere::metrics::RunMetrics;
 use runanywhere::registry::Registry;
-use runanywhere::{GenerateRequest, Prompt, SamplingParams, SinkControl, StopReason};
+use runanywhere::{GenerateRequest, Prompt, SamplingParams, StopReason};
 use serde_json::json;
 
 use super::args::{RunArgs, SamplingArgs};
+use super::stream::Stream;
 use super::{install_ctrl_c, INTERRUPTED};
 
 pub(crate) fn run(registry: &Registry, args: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -24,45 +25,29 @@ pub(crate) fn run(registry: &Registry, args: &RunArgs) -> anyhow::Result<ExitCod
     request.add_special = !args.no_bos;
 
     install_ctrl_c();
-    let mut generated = Vec::new();
-    let mut text = String::new();
-    let mut stdout = std::io::stdout().lock();
-    let stream = !args.json;
-    let mut write_error = None;
-    let stats = model.generate(request, |id, piece| {
-        generated.push(id);
-        text.push_str(piece);
-        if stream && write_error.is_none() {
-            if let Err(e) = stdout
-                .write_all(piece.as_bytes())
-                .and_then(|_| stdout.flush())
-            {
-                // A closed pipe (`| head`) ends the generation quietly.
-                write_error = Some(e);
-                return SinkControl::Stop;
-            }
-        }
-        if INTERRUPTED.load(Ordering::Relaxed) {
-            SinkControl::Stop
-        } else {
-            SinkControl::Continue
-        }
-    })?;
+    let mut stream = Stream::new(std::io::stdout().lock(), !args.json);
+    let stats = model.generate(request, |id, piece| stream.on_token(id, piece))?;
     let metrics = RunMetrics::new(load_ms, &stats);
     let reason = stats.stop_reason();
+    let ends_with_newline = stream.text.ends_with('\n');
+    let (ids, text) = (
+        std::mem::take(&mut stream.ids),
+        std::mem::take(&mut stream.text),
+    );
+    let mut stdout = stream.into_out();
     if args.json {
         let object = json!({
             "engine": model.engine_id(),
             "model": args.model.model,
             "prompt_ids": stats.prompt_ids.as_slice(),
-            "generated_ids": generated,
+            "generated_ids": ids,
             "text": text,
             "stop_reason": reason.name(),
             "seed": seed,
             "metrics": metrics,
         });
         writeln!(stdout, "{object}")?;
-    } else if std::io::stdout().is_terminal() && !text.ends_with('\n') {
+    } else if std::io::stdout().is_terminal() && !ends_with_newline {
         writeln!(stdout)?;
     }
     drop(stdout);

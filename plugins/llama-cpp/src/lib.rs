@@ -57,11 +57,11 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{DecodeError, LlamaModelLoadError, LogOptions};
 use runanywhere_formats::gguf::{self, GgufSummary};
 use runanywhere_formats::FileError;
-use runanywhere_plugin_api::decode::Decoding;
+use runanywhere_plugin_api::decode::{prompt_ids, Decoding};
 use runanywhere_plugin_api::sdk::{Engine, Model};
 use runanywhere_plugin_api::{
     Capabilities, EngineError, EngineInfo, ErrorKind, GenerateRequest, GenerationStats,
-    InitRequest, KeyValue, LoadRequest, ModelInfo, Prompt, SamplingParams, SinkControl,
+    InitRequest, KeyValue, LoadRequest, ModelInfo, SamplingParams, SinkControl,
 };
 
 const ENGINE_ID: &str = "llama-cpp";
@@ -452,17 +452,9 @@ impl Model for LlamaCppModel {
             )
         })?;
         check_sampling(&request.sampling)?;
-        let prompt_ids = match &request.prompt {
-            Prompt::Text(text) => {
-                self.tokenize(text.as_str(), request.add_special, request.parse_special)?
-            }
-            Prompt::Ids(ids) => {
-                for &id in ids.as_slice() {
-                    self.token(id)?;
-                }
-                ids.to_vec()
-            }
-        };
+        let prompt_ids = prompt_ids(request, self.n_vocab, |text, add, parse| {
+            self.tokenize(text, add, parse)
+        })?;
 
         // One generation at a time per context. A panic in an earlier generation (caught
         // by the plugin kit) only poisons the lock: the state it guards is reset below.
