@@ -961,3 +961,49 @@ fn the_library_api_pulls_imports_and_removes() {
         .unwrap_err();
     assert!(matches!(err, StoreError::Invalid { .. }), "{err}");
 }
+
+#[test]
+fn run_with_a_catalog_id_pulls_it_on_first_use() {
+    let home = tempfile::tempdir().unwrap();
+    let hub = stories_hub();
+    let plugins = plugin_dir(&["llama-cpp"]);
+    let env = [
+        ("RUNANYWHERE_HOME", home.path().to_str().unwrap()),
+        ("HF_ENDPOINT", &hub.endpoint()),
+    ];
+    let args = [
+        "run",
+        "--model",
+        "stories260k",
+        "--json",
+        "--temperature",
+        "0",
+        "-n",
+        "10",
+        "-t",
+        "1",
+        "Once upon a time",
+    ];
+    let first = run_cli_env(Some(plugins.path()), &args, None, &env);
+    let v = json_output(&first);
+    assert!(
+        stderr(&first).contains("stories260k is not in the store yet: pulling it"),
+        "{}",
+        stderr(&first)
+    );
+    let ids: Vec<u64> = v["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 403, 407, 261, 378]);
+    assert_eq!(v["generated_ids"].as_array().unwrap().len(), 10);
+    assert_eq!(hub.cdn_requests().len(), 1);
+
+    // The second run uses the store's copy: nothing more is downloaded.
+    let second = run_cli_env(Some(plugins.path()), &args, None, &env);
+    assert_eq!(json_output(&second)["generated_ids"], v["generated_ids"]);
+    assert_eq!(hub.cdn_requests().len(), 1);
+    assert_eq!(models(home.path()).len(), 1);
+}

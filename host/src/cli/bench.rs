@@ -28,7 +28,7 @@ struct EngineBench {
 }
 
 pub(crate) fn run(registry: &Registry, args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    let path = super::resolve_model(&args.model).path;
+    let path = super::resolve_model(registry, &args.model)?.path;
     let engines: Vec<String> = if args.engines.is_empty() {
         vec![registry.select(&path, None)?.id().to_string()]
     } else {

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub(crate) use args::Cli;
 use args::Command;
 use runanywhere::registry::{search_dirs, Registry};
-use runanywhere::store::Store;
+use runanywhere::store::{Catalog, PullSpec, Store};
 
 /// Sets up `tracing` to stderr: warnings by default, more with `-v`, or `RUNANYWHERE_LOG`.
 pub(crate) fn init_logging(verbose: u8) {
@@ -65,33 +65,51 @@ pub(crate) struct ResolvedModel {
 }
 
 /// Resolves `--model`: an existing path is used as it is; otherwise a store id names
-/// the store's copy; anything else is passed on unchanged (`mock`, or a path the engine
-/// will report missing).
-pub(crate) fn resolve_model(value: &str) -> ResolvedModel {
+/// the store's copy; a catalog id not yet in the store is pulled first (the first-run
+/// path of a new user); anything else is passed on unchanged (`mock`, or a path the
+/// engine will report missing).
+pub(crate) fn resolve_model(registry: &Registry, value: &str) -> anyhow::Result<ResolvedModel> {
     let as_given = ResolvedModel {
         path: PathBuf::from(value),
         tokenizer: None,
     };
     if as_given.path.exists() {
-        return as_given;
+        return Ok(as_given);
     }
-    let found = Store::from_env().and_then(|store| {
-        Ok(store.get(value)?.map(|entry| ResolvedModel {
-            path: store.model_path(&entry),
-            tokenizer: store.tokenizer_path(&entry),
-        }))
-    });
-    match found {
-        Ok(Some(resolved)) => {
+    let store = match Store::from_env() {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::warn!("cannot open the model store: {e}");
+            return Ok(as_given);
+        }
+    };
+    let entry = match store.get(value) {
+        Ok(Some(entry)) => Some(entry),
+        Ok(None) => match Catalog::builtin()?.get(value) {
+            Some(_) => {
+                eprintln!("{value} is not in the store yet: pulling it from the catalog");
+                let spec = PullSpec::parse(value, &Catalog::builtin()?)?;
+                let outcome = pull::pull_with_progress(&store, registry, &spec, None, 4)?;
+                Some(outcome.entry().clone())
+            }
+            None => None,
+        },
+        Err(e) => {
+            tracing::warn!("cannot read the model store: {e}");
+            None
+        }
+    };
+    Ok(match entry {
+        Some(entry) => {
+            let resolved = ResolvedModel {
+                path: store.model_path(&entry),
+                tokenizer: store.tokenizer_path(&entry),
+            };
             tracing::debug!(id = value, path = %resolved.path.display(), "model from the store");
             resolved
         }
-        Ok(None) => as_given,
-        Err(e) => {
-            tracing::warn!("cannot read the model store: {e}");
-            as_given
-        }
-    }
+        None => as_given,
+    })
 }
 
 /// Refuses a model that will not fit in memory (unless `force`).
@@ -117,7 +135,7 @@ pub(crate) fn load_model(
     vocab_only: bool,
     seed: u64,
 ) -> anyhow::Result<(runanywhere::Model, f64)> {
-    let model = resolve_model(&args.model);
+    let model = resolve_model(registry, &args.model)?;
     let path = model.path.as_path();
     let engine = registry.select(path, args.engine.as_deref())?;
     if !vocab_only {

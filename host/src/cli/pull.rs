@@ -16,14 +16,7 @@ use super::args::PullArgs;
 pub(crate) fn run(registry: &Registry, args: &PullArgs) -> anyhow::Result<ExitCode> {
     let store = Store::from_env()?;
     let spec = PullSpec::parse(&args.model, &Catalog::builtin()?)?;
-    let hub = HubClient::from_env().with_retries(args.retries, Duration::from_millis(500));
-    let options = PullOptions {
-        id: args.id.clone(),
-    };
-    let mut progress = Bar::default();
-    let outcome = store.pull(&spec, &hub, &options, registry, &mut progress);
-    progress.clear();
-    let outcome = outcome?;
+    let outcome = pull_with_progress(&store, registry, &spec, args.id.clone(), args.retries)?;
     let entry = outcome.entry();
     let mut out = std::io::stdout().lock();
     let verb = match outcome {
@@ -53,6 +46,22 @@ pub(crate) fn run(registry: &Registry, args: &PullArgs) -> anyhow::Result<ExitCo
         entry.id
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Pulls `spec` into `store` with a progress bar on stderr (when it is a terminal).
+pub(crate) fn pull_with_progress(
+    store: &Store,
+    registry: &Registry,
+    spec: &PullSpec,
+    id: Option<String>,
+    retries: u32,
+) -> anyhow::Result<PullOutcome> {
+    let hub = HubClient::from_env().with_retries(retries, Duration::from_millis(500));
+    let options = PullOptions { id };
+    let mut progress = Bar::default();
+    let outcome = store.pull(spec, &hub, &options, registry, &mut progress);
+    progress.clear();
+    Ok(outcome?)
 }
 
 /// An indicatif bar per file, drawn on stderr only when it is a terminal.
