@@ -127,6 +127,9 @@ pub fn gguf_params(gguf: &GgufFile) -> Result<LlamaParams, ConvertError> {
             format!("the architecture {arch:?} (only \"llama\" is read)"),
         ));
     }
+    if gguf.content().tensor_infos.is_empty() {
+        return Err(gguf.invalid("the file holds no tensors (a vocabulary-only GGUF, not a model)"));
+    }
     let need = |key: &str| {
         gguf.get_u64(&format!("llama.{key}"))
             .and_then(|v| usize::try_from(v).ok())

@@ -1,6 +1,7 @@
 //! Cross-engine conformance: every engine on every model format it should read gives
-//! exactly the reference, and every engine that can load a vocabulary tokenizes it the
-//! same way.
+//! exactly the reference (the formats include the safetensors and ONNX folders
+//! `runanywhere convert` writes), and every engine that can load a vocabulary tokenizes
+//! it the same way.
 //!
 //! Both tests are tables. Adding an engine adds rows; a row either expects the exact
 //! reference or says explicitly that the engine refuses the format (asserting how), so
@@ -17,7 +18,7 @@ use runanywhere_tests::{
 };
 
 /// The engines under test (plugin manifests).
-const ENGINES: [&str; 2] = ["llama-cpp", "candle"];
+const ENGINES: [&str; 3] = ["llama-cpp", "candle", "onnx"];
 
 /// The references run 201 positions; stories260K's GGUF says 128.
 const CONTEXT: u32 = 256;
@@ -62,6 +63,10 @@ enum Format {
     SafetensorsFromGguf,
     /// A Hugging Face folder written by `write_hf_folder` from the llama2.c checkpoint.
     SafetensorsFromLlama2c,
+    /// An ONNX folder written by `write_onnx_folder` from the GGUF.
+    OnnxFromGguf,
+    /// An ONNX folder written by `write_onnx_folder` from the llama2.c checkpoint.
+    OnnxFromLlama2c,
 }
 
 impl Format {
@@ -74,11 +79,21 @@ impl Format {
             }
             out
         };
+        let onnx = |source: PathBuf, name: &str| {
+            let out = scratch.join(name);
+            if !out.exists() {
+                let options = runanywhere_convert::ConvertOptions::default();
+                runanywhere_convert::write_onnx_folder(&source, &out, &options).unwrap();
+            }
+            out
+        };
         match self {
             Format::Gguf => stories("gguf"),
             Format::Llama2c => stories("bin"),
             Format::SafetensorsFromGguf => folder(stories("gguf"), "hf-from-gguf"),
             Format::SafetensorsFromLlama2c => folder(stories("bin"), "hf-from-llama2c"),
+            Format::OnnxFromGguf => onnx(stories("gguf"), "onnx-from-gguf"),
+            Format::OnnxFromLlama2c => onnx(stories("bin"), "onnx-from-llama2c"),
         }
     }
 }
@@ -107,6 +122,18 @@ const MATRIX: &[(&str, Format, Expect)] = &[
     ("candle", Format::Llama2c, Expect::Reference),
     ("candle", Format::SafetensorsFromGguf, Expect::Reference),
     ("candle", Format::SafetensorsFromLlama2c, Expect::Reference),
+    ("candle", Format::OnnxFromGguf, Expect::Refused(NOT_MINE)),
+    ("llama-cpp", Format::OnnxFromGguf, Expect::Refused(NOT_MINE)),
+    // ONNX Runtime on the folders `runanywhere convert --to onnx` writes.
+    ("onnx", Format::Gguf, Expect::Refused(NOT_MINE)),
+    ("onnx", Format::Llama2c, Expect::Refused(NOT_MINE)),
+    (
+        "onnx",
+        Format::SafetensorsFromGguf,
+        Expect::Refused(NOT_MINE),
+    ),
+    ("onnx", Format::OnnxFromGguf, Expect::Reference),
+    ("onnx", Format::OnnxFromLlama2c, Expect::Reference),
 ];
 
 #[test]
@@ -273,6 +300,77 @@ fn the_cli_runs_candle_on_every_format_and_routes_the_others_to_it() {
             format!("{}{}\n", r.prompt, v["text"].as_str().unwrap()),
             r.text,
             "{format:?}"
+        );
+    }
+}
+
+#[test]
+fn the_cli_converts_to_onnx_and_safetensors_and_the_results_give_the_reference() {
+    let dir = plugin_dir(&ENGINES);
+    let scratch = tempfile::tempdir().unwrap();
+    let r = &tinystories_references()[1];
+    assert_eq!(r.prompt, "Once upon a time");
+    let max = (201 - r.prompt_ids.len()).to_string();
+    let cases = [
+        ("gguf", "onnx", "onnx"),
+        ("bin", "onnx", "onnx"),
+        ("bin", "safetensors", "candle"),
+    ];
+    for (ext, to, engine) in cases {
+        let source = data_dir().join(format!("tinystories/stories260K.{ext}"));
+        let out = scratch.path().join(format!("{to}-from-{ext}"));
+        let (source, out_str) = (source.to_str().unwrap(), out.to_str().unwrap());
+        let converted = run_cli(
+            Some(dir.path()),
+            &["convert", "--to", to, source, out_str],
+            None,
+        );
+        let stdout = String::from_utf8_lossy(&converted.stdout);
+        assert!(
+            converted.status.success(),
+            "{ext} → {to}: {}",
+            runanywhere_tests::stderr(&converted)
+        );
+        assert!(
+            stdout.contains("5 layers, hidden 64, 8 heads (4 key/value), vocab 512"),
+            "{stdout}"
+        );
+        // Routed by format: the ONNX folder goes to onnx, the safetensors one to candle.
+        let args = [
+            "run",
+            "--model",
+            out_str,
+            "--temperature",
+            "0",
+            "--max-tokens",
+            &max,
+            "--ctx-size",
+            "256",
+            "--threads",
+            "1",
+            "--json",
+            &r.prompt,
+        ];
+        let v = json_output(&run_cli(Some(dir.path()), &args, None));
+        assert_eq!(v["engine"], engine, "{ext} → {to}");
+        let ids = |key: &str| -> Vec<u32> {
+            v[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        };
+        assert_eq!(ids("prompt_ids"), r.prompt_ids, "{ext} → {to}");
+        assert_eq!(
+            ids("generated_ids"),
+            r.all_ids[r.prompt_ids.len()..],
+            "{ext} → {to}"
+        );
+        assert_eq!(
+            format!("{}{}\n", r.prompt, v["text"].as_str().unwrap()),
+            r.text,
+            "{ext} → {to}"
         );
     }
 }

@@ -1,7 +1,9 @@
 //! The ONNX Runtime plugin on real data: onnxruntime-genai's tiny GPT-2 reproduces its
 //! greedy references exactly, tokenization, request semantics, bad models (truncated,
 //! no tokenizer, not a decoder) and a missing ONNX Runtime, each a clear error with the
-//! host alive afterwards.
+//! host alive afterwards. Then the decoders `runanywhere convert --to onnx` writes, beyond
+//! the conformance table's stories260K: external data, an F16 GGUF without grouped-query
+//! attention, a Q8_0 GGUF, the protobuf encoding, and the CLI's refusals.
 //!
 //! Needs ONNX Runtime in the repository's `.ort/` (`scripts/fetch-onnxruntime.sh`, which
 //! `scripts/setup.sh` runs).
@@ -581,4 +583,300 @@ fn a_missing_or_wrong_onnx_runtime_makes_the_engine_unavailable_with_the_fix() {
         .expect("ONNX Runtime in .ort/ (scripts/fetch-onnxruntime.sh)");
     let row = engines_row(tmp.path(), Some(&ort));
     assert_eq!(row["status"], "ok", "{row}");
+}
+
+#[test]
+fn convert_writes_the_same_protobuf_as_the_hand_written_encoder() {
+    // An independent check of the field numbers of `runanywhere-convert`'s messages for
+    // ValueInfoProto / TypeProto / TensorShapeProto, which its own tests cannot give.
+    use runanywhere_convert::onnx::proto::{
+        Dimension, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
+        FLOAT,
+    };
+    let model = ModelProto {
+        ir_version: Some(8),
+        producer_name: Some("runanywhere-tests".into()),
+        graph: Some(GraphProto {
+            node: vec![NodeProto {
+                input: vec!["x".into()],
+                output: vec!["y".into()],
+                op_type: Some("Identity".into()),
+                ..Default::default()
+            }],
+            name: Some("identity".into()),
+            input: vec![ValueInfoProto::tensor(
+                "x",
+                FLOAT,
+                vec![Dimension::fixed(4)],
+            )],
+            output: vec![ValueInfoProto::tensor(
+                "y",
+                FLOAT,
+                vec![Dimension::fixed(4)],
+            )],
+            ..Default::default()
+        }),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
+        ..Default::default()
+    };
+    assert_eq!(model.encode_to_vec(), identity_model());
+}
+
+/// Greedy generation of every stories260K reference on `model`.
+fn assert_tinystories_references(model: &Model, what: &str) {
+    for r in runanywhere_tests::tinystories_references() {
+        let max = (201 - r.prompt_ids.len()) as u32;
+        let (prompt_ids, generated, _, reason) =
+            generate(model, greedy(Prompt::Text(r.prompt.as_str().into()), max));
+        assert_eq!(prompt_ids, r.prompt_ids, "{what}: {:?}", r.prompt);
+        assert_eq!(
+            generated,
+            r.all_ids[r.prompt_ids.len()..],
+            "{what}: {:?}",
+            r.prompt
+        );
+        assert_eq!(reason, StopReason::MaxTokens, "{what}");
+    }
+}
+
+#[test]
+fn stories260k_converted_with_external_data_gives_the_greedy_reference() {
+    let (_dir, registry) = registry();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("stories-external");
+    let options = runanywhere_convert::ConvertOptions {
+        external_data: true,
+        ..Default::default()
+    };
+    let source = data_dir().join("tinystories/stories260K.gguf");
+    let written = runanywhere_convert::write_onnx_folder(&source, &out, &options).unwrap();
+    assert!(written.files.contains(&"model.onnx_data".to_string()));
+    let model = load_ctx(&registry, &out, 256).unwrap();
+    let info = model.info();
+    assert_eq!(info.architecture.as_str(), "llama");
+    assert_eq!(info.vocab_size, 512);
+    assert_eq!(info.context_length, 256);
+    assert_eq!(info.train_context_length, 512);
+    assert_eq!(info.eog.as_slice(), &[2]);
+    assert_tinystories_references(&model, "external data");
+}
+
+#[test]
+fn an_f16_gguf_without_gqa_converts_to_onnx_and_generates() {
+    // llama-2-tiny-random: F16 weights, 2 heads of width 4 (no grouped-query attention),
+    // a separate classifier, Llama 2's 32000-token vocabulary. Its top-2 logit margins
+    // are ~0.0006, so (as the data's README says) it is a smoke test: the tokenizer must
+    // be exact, the generated ids only of the right number — another CPU's kernels may
+    // flip a near-tied token.
+    let (_dir, registry) = registry();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("tiny");
+    let gguf = data_dir().join("gguf/llama-2-tiny-random.gguf");
+    let options = runanywhere_convert::ConvertOptions::default();
+    let written = runanywhere_convert::write_onnx_folder(&gguf, &out, &options).unwrap();
+    assert_eq!(written.params.num_key_value_heads, 2);
+    assert!(!written.params.tie_word_embeddings);
+    let model = load(&registry, &out).unwrap();
+    let text =
+        std::fs::read_to_string(data_dir().join("gguf/llama-2-tiny-random.greedy.txt")).unwrap();
+    let ids = |s: &str| -> Vec<u32> { s.split_whitespace().map(|t| t.parse().unwrap()).collect() };
+    let mut checked = 0;
+    for block in text.split("### prompt: ").skip(1) {
+        let mut lines = block.lines();
+        let prompt = lines.next().unwrap();
+        let field = |name: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(ids)
+                .unwrap()
+        };
+        let (prompt_ids, all_ids) = (field("prompt_ids: "), field("all_ids: "));
+        let max = (all_ids.len() - prompt_ids.len()) as u32;
+        let (got_prompt, generated, _, _) =
+            generate(&model, greedy(Prompt::Text(prompt.into()), max));
+        assert_eq!(got_prompt, prompt_ids, "{prompt:?}");
+        assert_eq!(
+            generated.len(),
+            all_ids.len() - prompt_ids.len(),
+            "{prompt:?}"
+        );
+        assert!(generated.iter().all(|&id| id < 32000), "{prompt:?}");
+        checked += 1;
+    }
+    assert_eq!(checked, 2);
+}
+
+#[test]
+fn convert_refusals_through_the_cli_are_clear_and_leave_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let busy = tmp.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("keep.txt"), "x").unwrap();
+    let out = tmp.path().join("out");
+    let out_str = out.to_str().unwrap();
+    let stories = data_dir().join("tinystories/stories260K.gguf");
+    let cases = [
+        (
+            data_dir().join("vocab/ggml-vocab-gpt-2.gguf"),
+            out_str,
+            "the architecture \"gpt2\" (only \"llama\" is read) is not supported",
+        ),
+        (
+            data_dir().join("vocab/ggml-vocab-llama-spm.gguf"),
+            out_str,
+            "vocabulary-only",
+        ),
+        (tmp.path().join("missing.gguf"), out_str, "missing.gguf"),
+        (
+            stories.clone(),
+            busy.to_str().unwrap(),
+            "--force replaces it",
+        ),
+    ];
+    for (source, dest, needle) in cases {
+        let before = listing();
+        let result = run_cli(
+            None,
+            &["convert", "--to", "onnx", source.to_str().unwrap(), dest],
+            None,
+        );
+        assert_eq!(result.status.code(), Some(1), "{}", stderr(&result));
+        let err = stderr(&result);
+        assert!(
+            err.contains("cannot convert to ONNX") && err.contains(needle),
+            "{err}"
+        );
+        assert_eq!(listing(), before, "{}", source.display());
+    }
+    assert!(busy.join("keep.txt").is_file());
+
+    // --force replaces the folder, and only then.
+    let result = run_cli(
+        None,
+        &[
+            "convert",
+            "--to",
+            "onnx",
+            "--force",
+            stories.to_str().unwrap(),
+            busy.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(result.status.success(), "{}", stderr(&result));
+    assert!(busy.join("model.onnx").is_file() && !busy.join("keep.txt").exists());
+    assert_eq!(listing(), ["busy"]);
+    // --external-data is an ONNX option.
+    let result = run_cli(
+        None,
+        &[
+            "convert",
+            "--to",
+            "safetensors",
+            "--external-data",
+            stories.to_str().unwrap(),
+            out_str,
+        ],
+        None,
+    );
+    assert_eq!(result.status.code(), Some(1));
+    assert!(stderr(&result).contains("--to onnx only"));
+    assert!(!out.exists());
+}
+
+/// stories260K.gguf with every matrix whose rows split into 32-element blocks stored as
+/// Q8_0 (the feed-forward down projection, 172 wide, stays F32), written by candle.
+fn stories_q8_0(path: &Path) {
+    use candle_core::quantized::gguf_file::{self, Content};
+    use candle_core::quantized::{GgmlDType, QTensor};
+    let source = data_dir().join("tinystories/stories260K.gguf");
+    let mut file = std::fs::File::open(&source).unwrap();
+    let content = Content::read(&mut file).unwrap();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let tensors: Vec<(&str, QTensor)> = names
+        .iter()
+        .map(|name| {
+            let q = content
+                .tensor(&mut file, name, &candle_core::Device::Cpu)
+                .unwrap();
+            let t = q.dequantize(&candle_core::Device::Cpu).unwrap();
+            let q = match t.dims() {
+                [_, cols] if cols % 32 == 0 => QTensor::quantize(&t, GgmlDType::Q8_0).unwrap(),
+                _ => q,
+            };
+            (name.as_str(), q)
+        })
+        .collect();
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, q)| (*n, q)).collect();
+    let mut out = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut out, &metadata, &tensor_refs).unwrap();
+}
+
+#[test]
+fn a_quantised_gguf_converts_to_onnx_that_agrees_with_candle_on_the_same_weights() {
+    // ONNX Runtime on the ONNX folder and Candle on the safetensors folder, both written
+    // from one Q8_0 GGUF: the same dequantised f32 weights, so the same greedy ids.
+    let dir = plugin_dir(&["onnx", "candle"]);
+    let registry = Registry::discover(&[dir.path().to_path_buf()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = tmp.path().join("stories260K-q8_0.gguf");
+    stories_q8_0(&gguf);
+    let options = runanywhere_convert::ConvertOptions::default();
+    let onnx_dir = tmp.path().join("onnx");
+    let hf_dir = tmp.path().join("hf");
+    runanywhere_convert::write_onnx_folder(&gguf, &onnx_dir, &options).unwrap();
+    runanywhere_convert::write_hf_folder(&gguf, &hf_dir).unwrap();
+
+    let generated = |engine: &str, path: &Path| -> Vec<u32> {
+        let model = registry
+            .engine(engine)
+            .unwrap_or_else(|| panic!("{engine}: {:?}", registry.unavailable()))
+            .load_model(LoadRequest {
+                model_path: path.to_string_lossy().into_owned().into(),
+                context_length: 256,
+                threads: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        let (prompt, ids, _, _) =
+            generate(&model, greedy(Prompt::Text("Once upon a time".into()), 196));
+        assert_eq!(prompt, vec![1, 403, 407, 261, 378]);
+        ids
+    };
+    let onnx = generated("onnx", &onnx_dir);
+    assert_eq!(onnx.len(), 196);
+    assert_eq!(onnx, generated("candle", &hf_dir));
+    // The quantisation is real: the weights differ from the F32 model's.
+    let q = runanywhere_convert::gguf::GgufFile::open(&gguf).unwrap();
+    assert_eq!(
+        format!(
+            "{:?}",
+            q.tensor_info("blk.0.attn_q.weight").unwrap().ggml_dtype
+        ),
+        "Q8_0"
+    );
+    let f32_reference = &runanywhere_tests::tinystories_references()[1];
+    assert_ne!(
+        onnx,
+        f32_reference.all_ids[5..],
+        "Q8_0 weights change the greedy ids"
+    );
 }

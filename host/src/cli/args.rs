@@ -52,6 +52,9 @@ pub(crate) enum Command {
     /// Show a model's details: what verification finds, its store entry, the engines
     /// that read it and the memory it needs.
     Info(InfoArgs),
+    /// Convert a llama-family GGUF file or llama2.c checkpoint into an ONNX decoder
+    /// folder (Optimum layout, with KV cache) or a Hugging Face safetensors folder.
+    Convert(ConvertArgs),
 }
 
 #[derive(Debug, Args)]
@@ -345,4 +348,46 @@ pub(crate) struct InfoArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// What `convert` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ConvertTarget {
+    /// An ONNX decoder with KV cache (model.onnx), runnable with `--engine onnx`.
+    Onnx,
+    /// A Hugging Face folder (model.safetensors), runnable with `--engine candle`.
+    Safetensors,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConvertArgs {
+    /// The format to write.
+    #[arg(long = "to", value_name = "FORMAT")]
+    pub(crate) to: ConvertTarget,
+
+    /// A llama-family GGUF file (any tensor type; quantised ones are dequantised to
+    /// f32), a llama2.c checkpoint, or a store id.
+    #[arg(value_name = "MODEL")]
+    pub(crate) model: String,
+
+    /// The folder to write (written next to it first, then renamed into place).
+    #[arg(value_name = "OUT_DIR")]
+    pub(crate) out_dir: PathBuf,
+
+    /// Replace OUT_DIR when it exists and is not empty.
+    #[arg(long)]
+    pub(crate) force: bool,
+
+    /// The llama2.c tokenizer (tok*.bin); default: found next to the checkpoint.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tokenizer: Option<PathBuf>,
+
+    /// Context length to record as max_position_embeddings (engines cap their context
+    /// at it); default: the model's, for ONNX at least 512.
+    #[arg(long = "context-length", value_name = "N")]
+    pub(crate) context_length: Option<usize>,
+
+    /// ONNX: keep the weights in model.onnx_data even under 2 GiB (above, always).
+    #[arg(long = "external-data")]
+    pub(crate) external_data: bool,
 }

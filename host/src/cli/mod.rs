@@ -4,6 +4,7 @@ mod args;
 mod bench;
 mod catalog;
 mod chat;
+mod convert;
 mod engines;
 mod import;
 mod models;
@@ -54,6 +55,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Models(args) => models::list(&args),
         Command::Rm(args) => models::remove(&args),
         Command::Info(args) => verify::info(&registry, &args),
+        Command::Convert(args) => convert::run(&registry, &args),
     }
 }
 
