@@ -54,7 +54,8 @@ pub struct Decoding<'s> {
 impl<'s> Decoding<'s> {
     /// Starts a generation of `request` for `prompt_ids`.
     ///
-    /// Fails with `InvalidRequest` on an empty prompt and with `ContextOverflow` when
+    /// Fails with `InvalidRequest` on non-finite sampling parameters or an empty prompt,
+    /// and with `ContextOverflow` when
     /// the prompt leaves no room for a single generated token.
     pub fn start(
         request: &GenerateRequest,
@@ -63,6 +64,7 @@ impl<'s> Decoding<'s> {
         eog: Vec<u32>,
         sink: &'s mut dyn FnMut(u32, &str) -> SinkControl,
     ) -> Result<Self, EngineError> {
+        crate::sampling::validate(&request.sampling)?;
         if prompt_ids.is_empty() {
             return Err(EngineError::invalid_request(
                 "the prompt is empty after tokenization (and the model adds no BOS); \

@@ -10,6 +10,26 @@
 //! build, whatever crate versions the plugins use.
 
 use crate::abi::SamplingParams;
+use crate::error::EngineError;
+
+/// Refuses sampling parameters that are not finite numbers (NaN or infinite values would
+/// poison any sampler, ours or a framework's). [`crate::decode::Decoding::start`] calls
+/// it, so every engine refuses them the same way.
+pub fn validate(p: &SamplingParams) -> Result<(), EngineError> {
+    for (name, value) in [
+        ("temperature", p.temperature),
+        ("top_p", p.top_p),
+        ("min_p", p.min_p),
+        ("repeat_penalty", p.repeat_penalty),
+    ] {
+        if !value.is_finite() {
+            return Err(EngineError::invalid_request(format!(
+                "sampling.{name} must be a finite number, not {value}"
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// A seeded sampler. One per generation.
 #[derive(Debug, Clone)]
@@ -267,6 +287,19 @@ mod tests {
         p.repeat_window = 1;
         let mut s = Sampler::new(&p);
         assert_eq!(s.sample(&mut [2.0, 1.5], &[0, 1]), 0);
+    }
+
+    #[test]
+    fn non_finite_parameters_are_refused() {
+        assert!(validate(&SamplingParams::greedy()).is_ok());
+        let mut p = SamplingParams::greedy();
+        p.top_p = f32::NAN;
+        let err = validate(&p).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidRequest);
+        assert_eq!(
+            err.message(),
+            "sampling.top_p must be a finite number, not NaN"
+        );
     }
 
     #[test]

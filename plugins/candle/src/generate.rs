@@ -15,9 +15,7 @@ use std::sync::{Mutex, PoisonError};
 use runanywhere_convert::Vocab;
 use runanywhere_plugin_api::decode::{self, Decoding};
 use runanywhere_plugin_api::sampling::Sampler;
-use runanywhere_plugin_api::{
-    EngineError, GenerateRequest, GenerationStats, SamplingParams, SinkControl,
-};
+use runanywhere_plugin_api::{EngineError, GenerateRequest, GenerationStats, SinkControl};
 
 use crate::backend::Forward;
 use crate::errors::forward_error;
@@ -46,7 +44,6 @@ impl Generator<'_> {
         request: &GenerateRequest,
         sink: &mut dyn FnMut(u32, &str) -> SinkControl,
     ) -> Result<GenerationStats, EngineError> {
-        check_sampling(&request.sampling)?;
         let n_vocab = u32::try_from(self.n_vocab).unwrap_or(u32::MAX);
         let prompt = decode::prompt_ids(request, n_vocab, |text, add, parse| {
             self.vocab
@@ -102,21 +99,4 @@ impl Generator<'_> {
         };
         Ok(decoding.finish(reason))
     }
-}
-
-/// Refuses sampling parameters that are not numbers.
-fn check_sampling(p: &SamplingParams) -> Result<(), EngineError> {
-    for (name, value) in [
-        ("temperature", p.temperature),
-        ("top_p", p.top_p),
-        ("min_p", p.min_p),
-        ("repeat_penalty", p.repeat_penalty),
-    ] {
-        if !value.is_finite() {
-            return Err(EngineError::invalid_request(format!(
-                "sampling.{name} must be a finite number, not {value}"
-            )));
-        }
-    }
-    Ok(())
 }

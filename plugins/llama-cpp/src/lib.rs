@@ -451,7 +451,6 @@ impl Model for LlamaCppModel {
                 "model was loaded vocab-only: it can tokenize but not generate",
             )
         })?;
-        check_sampling(&request.sampling)?;
         let prompt_ids = prompt_ids(request, self.n_vocab, |text, add, parse| {
             self.tokenize(text, add, parse)
         })?;
@@ -545,23 +544,6 @@ fn clear_memory(ctx: &mut LlamaContext<'_>) {
     if !matches!(ctx.clear_kv_cache_seq(None, None, None), Ok(true)) {
         ctx.clear_kv_cache();
     }
-}
-
-/// Refuses sampling parameters llama.cpp's samplers cannot take.
-fn check_sampling(p: &SamplingParams) -> Result<(), EngineError> {
-    for (name, value) in [
-        ("temperature", p.temperature),
-        ("top_p", p.top_p),
-        ("min_p", p.min_p),
-        ("repeat_penalty", p.repeat_penalty),
-    ] {
-        if !value.is_finite() {
-            return Err(EngineError::invalid_request(format!(
-                "sampling.{name} must be a finite number, not {value}"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The sampler chain for `p`, and whether it applies a repetition penalty (which then
@@ -779,16 +761,5 @@ mod tests {
         assert_eq!(sampler_seed(42), 42);
         assert_ne!(sampler_seed(u64::from(u32::MAX)), LLAMA_RANDOM_SEED);
         assert_ne!(sampler_seed(1 << 32), sampler_seed(0));
-    }
-
-    #[test]
-    fn non_finite_sampling_parameters_are_refused() {
-        let mut p = SamplingParams::greedy();
-        assert!(check_sampling(&p).is_ok());
-        p.temperature = f32::NAN;
-        assert_eq!(
-            check_sampling(&p).map_err(|e| e.kind()),
-            Err(ErrorKind::InvalidRequest)
-        );
     }
 }
