@@ -246,3 +246,52 @@ fn context_overflow_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn ctrl_c_stops_generation_cleanly_and_still_prints_the_metrics() {
+    // A generation that would run for millions of tokens, interrupted with SIGINT once
+    // it has streamed some text.
+    use std::io::Read;
+    use std::process::Stdio;
+    let dir = plugin_dir(&["mock"]);
+    let mut child = runanywhere_tests::cli_command(
+        Some(dir.path()),
+        &[
+            "run",
+            "--engine",
+            "mock",
+            "--model",
+            "mock",
+            "--ctx-size",
+            "100000000",
+            "-n",
+            "0",
+            "--temperature",
+            "0",
+            "hello",
+        ],
+        &[],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    stdout.read_exact(&mut first).unwrap();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("stop: cancelled") && err.contains("decode"),
+        "{err}"
+    );
+}
