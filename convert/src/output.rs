@@ -183,10 +183,24 @@ pub(crate) fn write_metadata(
     Ok(files)
 }
 
+/// The names a conversion writes. `--force` replaces only a folder holding nothing else
+/// (and a `config.json`), so a mistyped output path can never delete a user's folder.
+const OUTPUT_NAMES: &[&str] = &[
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "model.safetensors",
+    "model.onnx",
+    crate::onnx::EXTERNAL_DATA_FILE,
+];
+
 /// Refuses a destination that cannot be written: an existing non-empty folder without
 /// `force`, anything that is not a folder, a path without a final name (`.`, `/`), or
-/// (with `force`) a folder that holds one of the `inputs`, which replacing it would
-/// delete. Checked before the source is read, so a refusal is immediate.
+/// (with `force`) a folder that is not a previous conversion's output or that holds one
+/// of the `inputs`, which replacing it would delete. Checked before the source is read,
+/// so a refusal is immediate.
 pub(crate) fn check_destination(
     out_dir: &Path,
     force: bool,
@@ -229,6 +243,32 @@ pub(crate) fn check_destination(
                 input.display()
             )));
         }
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(out_dir).map_err(|e| ConvertError::io(out_dir, e))? {
+        let entry = entry.map_err(|e| ConvertError::io(out_dir, e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    let foreign: Vec<&String> = names
+        .iter()
+        .filter(|n| !OUTPUT_NAMES.contains(&n.as_str()))
+        .collect();
+    if !foreign.is_empty() || !names.iter().any(|n| n == "config.json") {
+        let shown = foreign
+            .iter()
+            .take(3)
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(refuse(&format!(
+            "is not the output of an earlier conversion (it holds {}), so --force will not \
+             replace it; choose another output folder",
+            if shown.is_empty() {
+                "no config.json".to_string()
+            } else {
+                shown
+            }
+        )));
     }
     Ok(())
 }

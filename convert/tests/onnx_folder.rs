@@ -372,9 +372,22 @@ fn an_existing_folder_is_replaced_only_with_force_and_never_with_its_input() {
         force: true,
         ..ConvertOptions::default()
     };
+    // Even with force, a folder that is not a conversion's output is never replaced.
+    let err = write_onnx_folder(&stories("gguf"), &out, &force).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not the output of an earlier conversion"),
+        "{err}"
+    );
+    assert_eq!(listing(&out), ["keep.txt"]);
+
+    std::fs::remove_file(out.join("keep.txt")).unwrap();
+    write_onnx_folder(&stories("gguf"), &out, &ConvertOptions::default()).unwrap();
+    let err = write_onnx_folder(&stories("gguf"), &out, &ConvertOptions::default()).unwrap_err();
+    assert!(matches!(err, ConvertError::OutputExists(_)), "{err}");
+    // A previous conversion is replaced with force.
     write_onnx_folder(&stories("gguf"), &out, &force).unwrap();
     assert!(out.join("model.onnx").is_file());
-    assert!(!out.join("keep.txt").exists());
     assert_eq!(listing(tmp.path()), ["out"], "no temporary folders left");
 
     // A folder that holds the source is not replaced, even with force.

@@ -67,8 +67,8 @@ impl ChatTemplate {
                 Err(JinjaError::new(JinjaErrorKind::InvalidOperation, msg))
             },
         );
-        // Templates (Llama 3.x) print today's date; fixed output keeps prompts reproducible.
-        env.add_function("strftime_now", |_fmt: String| "26 Jul 2024".to_string());
+        // Templates (Llama 3.x) print today's date, as transformers renders them.
+        env.add_function("strftime_now", |fmt: String| strftime(&fmt, today()));
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| ChatError(describe(&e)))?;
         Ok(ChatTemplate {
@@ -104,6 +104,72 @@ impl ChatTemplate {
             })
             .map_err(|e| ChatError(describe(&e)))
     }
+}
+
+/// Today's date (UTC) as (year, month 1-12, day 1-31).
+fn today() -> (i64, u32, u32) {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| (d.as_secs() / 86_400) as i64)
+        .unwrap_or(0);
+    civil_from_days(days)
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The date directives chat templates use: `%d %m %Y %y %b %B %e %%`; others are kept.
+fn strftime(fmt: &str, (year, month, day): (i64, u32, u32)) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let name = MONTHS[(month.clamp(1, 12) - 1) as usize];
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out.push_str(&format!("{day:02}")),
+            Some('e') => out.push_str(&format!("{day:>2}")),
+            Some('m') => out.push_str(&format!("{month:02}")),
+            Some('Y') => out.push_str(&year.to_string()),
+            Some('y') => out.push_str(&format!("{:02}", year.rem_euclid(100))),
+            Some('b') => out.push_str(&name[..3]),
+            Some('B') => out.push_str(name),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
 }
 
 fn describe(e: &JinjaError) -> String {
@@ -154,6 +220,18 @@ mod tests {
         assert_eq!(t.render(&user, false).unwrap(), "<s>[HI]");
         let err = t.render(&convo(), false).unwrap_err();
         assert!(err.to_string().contains("no system"), "{err}");
+    }
+
+    #[test]
+    fn dates_render_like_python_strftime() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_930), (2024, 7, 26));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(strftime("%d %b %Y", (2024, 7, 26)), "26 Jul 2024");
+        assert_eq!(
+            strftime("%Y-%m-%d|%B|%y|%e|%%|%Q", (2026, 1, 5)),
+            "2026-01-05|January|26| 5|%|%Q"
+        );
     }
 
     #[test]

@@ -91,7 +91,11 @@ fn first_lines(s: &str) -> String {
     let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).take(6).collect();
     let mut out = lines.join(" | ");
     if out.len() > 600 {
-        out.truncate(600);
+        let mut cut = 600;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
         out.push('…');
     }
     out

@@ -392,7 +392,8 @@ pub trait ModelApi: Send + Sync {
     /// Token ids → text.
     fn detokenize(&self, ids: RSlice<'_, u32>) -> RResult<RString, EngineError>;
 
-    /// The raw bytes of one token (may be partial UTF-8).
+    /// The raw bytes of one token (may be partial UTF-8). Control tokens (BOS, EOS, ...)
+    /// are rendered as their text, e.g. `<s>`.
     fn token_piece(&self, id: u32) -> RResult<RVec<u8>, EngineError>;
 
     /// Generates, calling `sink` once per token. Blocks until done.

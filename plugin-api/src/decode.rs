@@ -55,8 +55,8 @@ impl<'s> Decoding<'s> {
     /// Starts a generation of `request` for `prompt_ids`.
     ///
     /// Fails with `InvalidRequest` on non-finite sampling parameters or an empty prompt,
-    /// and with `ContextOverflow` when
-    /// the prompt leaves no room for a single generated token.
+    /// and with `ContextOverflow` when the prompt fills the whole context, leaving no
+    /// position to run a generated token at (`prompt_ids.len() >= context_length`).
     pub fn start(
         request: &GenerateRequest,
         prompt_ids: Vec<u32>,

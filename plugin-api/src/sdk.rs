@@ -54,7 +54,7 @@ pub trait Model: Send + Sync + 'static {
     /// Token ids → text.
     fn detokenize(&self, ids: &[u32]) -> Result<String, EngineError>;
 
-    /// The raw bytes of one token.
+    /// The raw bytes of one token; control tokens are rendered as their text (`<s>`).
     fn token_piece(&self, id: u32) -> Result<Vec<u8>, EngineError>;
 
     /// Generates, calling `sink` once per token (see [`crate::decode::Decoding`]).

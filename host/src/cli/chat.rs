@@ -73,6 +73,8 @@ pub(crate) fn run(registry: &Registry, args: &ChatArgs) -> anyhow::Result<ExitCo
                 writeln!(stdout, "unknown command {cmd}; {HELP}")?;
             }
             _ => {
+                // A Ctrl-C pressed at the prompt must not cancel this reply.
+                INTERRUPTED.store(false, Ordering::SeqCst);
                 messages.push(ChatMessage::new("user", line.as_str()));
                 match reply(
                     &model,

@@ -39,7 +39,9 @@ pub(crate) fn run(registry: &Registry, args: &ConvertArgs) -> anyhow::Result<Exi
     tracing::info!(model = %model.path.display(), out = %args.out_dir.display(), format, "converting");
     let written = convert(&model.path, &args.out_dir, &options)
         .map_err(|e| match e {
-            ConvertError::OutputExists(_) => anyhow::anyhow!("{e} (--force replaces it)"),
+            ConvertError::OutputExists(_) => {
+                anyhow::anyhow!("{e} (--force replaces the output of an earlier conversion)")
+            }
             other => other.into(),
         })
         .with_context(|| format!("cannot convert to {format}"))?;

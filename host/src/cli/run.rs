@@ -27,6 +27,12 @@ pub(crate) fn run(registry: &Registry, args: &RunArgs) -> anyhow::Result<ExitCod
     install_ctrl_c();
     let mut stream = Stream::new(std::io::stdout().lock(), !args.json);
     let stats = model.generate(request, |id, piece| stream.on_token(id, piece))?;
+    if let Some(e) = stream.write_error.take() {
+        // A closed pipe (`| head`) is a normal way to stop; anything else is an error.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("writing the generated text to stdout");
+        }
+    }
     let metrics = RunMetrics::new(load_ms, &stats);
     let reason = stats.stop_reason();
     let ends_with_newline = stream.text.ends_with('\n');
