@@ -1007,3 +1007,157 @@ fn run_with_a_catalog_id_pulls_it_on_first_use() {
     assert_eq!(hub.cdn_requests().len(), 1);
     assert_eq!(models(home.path()).len(), 1);
 }
+
+#[test]
+fn rm_then_import_of_the_same_id_leaves_a_working_model() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let original = work.path().join("mine.gguf");
+    std::fs::write(&original, stories_gguf()).unwrap();
+    let path = original.to_str().unwrap();
+    for round in 0..3 {
+        ok(&cli(home.path(), None, &["import", path], &[]));
+        let entry = &models(home.path())[0];
+        assert_eq!(entry["id"], "mine", "round {round}");
+        let model = PathBuf::from(entry["model_path"].as_str().unwrap());
+        assert!(verify_path(&model).is_ok(), "round {round}");
+        ok(&cli(home.path(), None, &["verify", "mine"], &[]));
+        ok(&cli(home.path(), None, &["rm", "mine", "--yes"], &[]));
+        assert!(models(home.path()).is_empty());
+        assert!(!model.exists());
+    }
+    ok(&cli(home.path(), None, &["import", path], &[]));
+    let entry = &models(home.path())[0];
+    assert!(verify_path(Path::new(entry["model_path"].as_str().unwrap())).is_ok());
+    // Nothing but the model's folder is left in models/: no trash, no staging.
+    let names: Vec<String> = std::fs::read_dir(home.path().join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["mine"]);
+    assert!(original.is_file());
+}
+
+#[test]
+fn concurrent_rm_and_import_of_one_id_never_leave_a_broken_entry() {
+    let home = tempfile::tempdir().unwrap();
+    let store = Store::new(home.path());
+    let engines = Registry::default();
+    let bin = data_dir().join("tinystories/stories260K.bin");
+    let options = ImportOptions {
+        id: Some("m".into()),
+        link: false,
+    };
+    store.import(&bin, &options, &engines).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..10 {
+                match store.remove("m") {
+                    Ok(_) | Err(StoreError::UnknownModel { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        s.spawn(|| {
+            let engines = Registry::default();
+            for _ in 0..10 {
+                match store.import(&bin, &options, &engines) {
+                    Ok(_) | Err(StoreError::IdTaken { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+    });
+    if let Some(entry) = store.get("m").unwrap() {
+        assert!(verify_path(&store.model_path(&entry)).is_ok());
+    } else {
+        assert!(!store.models_dir().join("m").exists());
+    }
+    store.import(&bin, &options, &engines).unwrap_or_else(|e| {
+        assert!(matches!(e, StoreError::IdTaken { .. }), "{e}");
+        store.get("m").unwrap().unwrap()
+    });
+    let entry = store.get("m").unwrap().unwrap();
+    assert!(verify_path(&store.model_path(&entry)).is_ok());
+}
+
+#[test]
+fn registry_entries_reaching_outside_the_store_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    let outside = root.path().join("x");
+    std::fs::create_dir_all(home.join("models")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("keep.txt"), b"keep").unwrap();
+    std::fs::write(home.join("keep.txt"), b"keep").unwrap();
+    for (id, path) in [("..", "x"), ("ok", "../x"), ("ok", "../../x")] {
+        let registry = serde_json::json!({
+            "version": 1,
+            "models": [{
+                "id": id, "source": "test", "format": "gguf", "size": 4,
+                "engines": [], "added": "2024-01-01T00:00:00Z", "path": path,
+            }],
+        });
+        std::fs::write(home.join("registry.json"), registry.to_string()).unwrap();
+        let err = failed(&cli(&home, None, &["rm", id, "--yes"], &[]));
+        assert!(
+            err.contains("registry.json") && err.contains("damaged"),
+            "{id} {path}: {err}"
+        );
+        let err = failed(&cli(&home, None, &["models"], &[]));
+        assert!(err.contains("damaged"), "{err}");
+        assert!(outside.join("keep.txt").is_file());
+        assert!(home.join("keep.txt").is_file());
+        assert!(home.join("registry.json").is_file());
+    }
+    let store = Store::new(&home);
+    assert!(matches!(
+        store.remove(".."),
+        Err(StoreError::InvalidId { .. })
+    ));
+    assert!(matches!(
+        store.remove("ok"),
+        Err(StoreError::Registry { .. })
+    ));
+    assert!(outside.join("keep.txt").is_file());
+    assert!(home.join("keep.txt").is_file());
+}
+
+#[test]
+fn importing_from_inside_the_store_is_refused_and_the_source_survives() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let original = work.path().join("mine.gguf");
+    std::fs::write(&original, stories_gguf()).unwrap();
+    ok(&cli(
+        home.path(),
+        None,
+        &["import", original.to_str().unwrap()],
+        &[],
+    ));
+    let entry = &models(home.path())[0];
+    let installed = PathBuf::from(entry["model_path"].as_str().unwrap());
+    let err = failed(&cli(
+        home.path(),
+        None,
+        &["import", installed.to_str().unwrap(), "--id", "again"],
+        &[],
+    ));
+    assert!(err.contains("is inside the model store"), "{err}");
+    // A folder left without an entry, imported under its own id (the install would
+    // replace `models/stale`, its own source).
+    let stale = home.path().join("models").join("stale");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("stale.gguf"), stories_gguf()).unwrap();
+    for link in [false, true] {
+        let mut args = vec!["import", stale.to_str().unwrap(), "--id", "stale"];
+        if link {
+            args.push("--link");
+        }
+        let err = failed(&cli(home.path(), None, &args, &[]));
+        assert!(err.contains("is inside the model store"), "{err}");
+        assert!(stale.join("stale.gguf").is_file());
+    }
+    assert_eq!(models(home.path()).len(), 1);
+    assert!(verify_path(&installed).is_ok());
+}

@@ -392,7 +392,7 @@ impl HubClient {
             progress.note(&format!("{name}: resuming at byte {}", state.len));
         }
         let url = remote.download_url.clone();
-        let same_host = url.starts_with(&self.endpoint);
+        let same_host = within_endpoint(&self.endpoint, &url);
         self.retrying(&url, progress, |progress| {
             if remote.size == Some(state.len) {
                 return Ok(());
@@ -480,7 +480,10 @@ impl HubClient {
         url: &str,
         authorize: bool,
     ) -> Result<Response<ureq::Body>, Failure> {
-        if let (Some(token), true) = (&self.token, authorize && url.starts_with(&self.endpoint)) {
+        if let (Some(token), true) = (
+            &self.token,
+            authorize && within_endpoint(&self.endpoint, url),
+        ) {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
         request.call().map_err(|e| match e {
@@ -609,6 +612,16 @@ fn content_range_start(headers: &HeaderMap) -> Option<u64> {
     range.split('-').next()?.trim().parse().ok()
 }
 
+/// Whether `url` lies under `endpoint`: equal to it, or continuing it with a `/`, so
+/// that `https://huggingface.co.evil.example/` is not taken for `https://huggingface.co`.
+fn within_endpoint(endpoint: &str, url: &str) -> bool {
+    let endpoint = endpoint.trim_end_matches('/');
+    match url.strip_prefix(endpoint) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
 /// A `Location` made absolute against the endpoint (the Hub answers relative ones for
 /// renamed repositories).
 fn absolute(endpoint: &str, location: &str) -> String {
@@ -686,6 +699,33 @@ mod tests {
         assert_eq!(absolute("http://h:1/mirror", "/x"), "http://h:1/x");
         assert_eq!(absolute("https://hf.co", "https://cdn/x"), "https://cdn/x");
         assert_eq!(unquote("W/\"abc\""), "abc");
+    }
+
+    #[test]
+    fn the_token_goes_only_to_the_endpoint_itself() {
+        let hf = "https://huggingface.co";
+        assert!(within_endpoint(hf, "https://huggingface.co"));
+        assert!(within_endpoint(
+            hf,
+            "https://huggingface.co/a/b/resolve/main/x"
+        ));
+        assert!(within_endpoint(
+            "https://huggingface.co/",
+            "https://huggingface.co/x"
+        ));
+        assert!(!within_endpoint(
+            hf,
+            "https://huggingface.co.evil.example/x"
+        ));
+        assert!(!within_endpoint(hf, "https://huggingface.com/x"));
+        assert!(!within_endpoint(hf, "https://huggingface.co:8443/x"));
+        assert!(!within_endpoint(hf, "https://cdn-lfs.huggingface.co/x"));
+        assert!(!within_endpoint(hf, "http://huggingface.co/x"));
+        assert!(within_endpoint("http://h:1/mirror", "http://h:1/mirror/a"));
+        assert!(!within_endpoint(
+            "http://h:1/mirror",
+            "http://h:1/mirror2/a"
+        ));
     }
 
     #[test]

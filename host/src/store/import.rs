@@ -33,6 +33,15 @@ impl Store {
         let source = source
             .canonicalize()
             .map_err(|e| StoreError::io("cannot find", source, e))?;
+        // Installing replaces `models/<id>`, which could be the source itself.
+        if let Ok(models) = self.models_dir().canonicalize() {
+            if source.starts_with(&models) {
+                return Err(StoreError::InsideStore {
+                    path: source,
+                    models,
+                });
+            }
+        }
         let verification = verify_path(&source);
         if let Some(problem) = verification.problem {
             return Err(StoreError::Invalid {

@@ -31,6 +31,7 @@ pub use catalog::{Catalog, CatalogEntry, CatalogError, CatalogFile};
 pub use disk::FREE_BYTES_ENV;
 pub use hub::{HubClient, HubError, RemoteFile, DEFAULT_ENDPOINT, ENDPOINT_ENV, TOKEN_ENV};
 pub use import::ImportOptions;
+use lock::FileLock;
 pub use pull::{NoProgress, PullOptions, PullOutcome, PullProgress};
 pub use reference::{HubRef, PullSpec};
 pub use registry::{FileRecord, ModelEntry};
@@ -87,6 +88,14 @@ pub enum StoreError {
         id: String,
         /// Where the installed one came from.
         source_of: String,
+    },
+    /// `import` was given a path inside the store's own `models/` folder.
+    #[error("{} is inside the model store ({}); import a copy kept elsewhere, or use the installed model's id", path.display(), models.display())]
+    InsideStore {
+        /// The path given.
+        path: PathBuf,
+        /// The store's `models/` folder.
+        models: PathBuf,
     },
     /// No model with this id.
     #[error("no model `{id}` in the store ({}); `runanywhere models` lists them", home.display())]
@@ -318,8 +327,23 @@ impl Store {
 
     /// Removes the model `id`: its registry entry, then its folder (for a linked import,
     /// only the links, never the originals).
+    ///
+    /// It holds the model's lock throughout, as pulls and imports do, and moves the folder
+    /// aside while it drops the entry, so it never deletes the files of a model installed
+    /// under the same id meanwhile.
     pub fn remove(&self, id: &str) -> Result<ModelEntry, StoreError> {
-        let entry =
+        validate_id(id)?;
+        let _lock = FileLock::acquire(&self.lock_path(&format!("model-{id}")), || {
+            tracing::info!("waiting for another process using `{id}`");
+        })?;
+        let dir = self.models_dir().join(id);
+        let trash = self
+            .models_dir()
+            .join(format!(".trash-{id}-{}", std::process::id()));
+        // A leftover of an interrupted removal by a process with the same id.
+        remove_dir(&trash)?;
+        let mut moved = false;
+        let result =
             self.update(|models| {
                 let i = models.iter().position(|e| e.id == id).ok_or_else(|| {
                     StoreError::UnknownModel {
@@ -327,15 +351,41 @@ impl Store {
                         home: self.home.clone(),
                     }
                 })?;
+                match std::fs::rename(&dir, &trash) {
+                    Ok(()) => moved = true,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io("cannot move away", &dir, e)),
+                }
                 Ok(models.remove(i))
-            })?;
-        let dir = self.models_dir().join(&entry.id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io("cannot remove", &dir, e)),
-        }
+            });
+        let entry = match result {
+            Ok(entry) => entry,
+            Err(e) => {
+                // The entry stays (the registry was not saved): put its folder back.
+                if moved {
+                    if let Err(back) = std::fs::rename(&trash, &dir) {
+                        tracing::warn!(
+                            "cannot move {} back to {}: {back}",
+                            trash.display(),
+                            dir.display()
+                        );
+                    }
+                }
+                return Err(e);
+            }
+        };
+        remove_dir(&trash)?;
         Ok(entry)
+    }
+}
+
+/// Deletes `dir` and everything in it (symbolic links, not their targets); nothing to do
+/// when it does not exist.
+fn remove_dir(dir: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io("cannot remove", dir, e)),
     }
 }
 
@@ -376,5 +426,42 @@ mod tests {
         ));
         std::fs::write(dir.path().join("registry.json"), "{not json").unwrap();
         assert!(matches!(store.list(), Err(StoreError::Registry { .. })));
+    }
+
+    #[test]
+    fn remove_validates_the_id_and_moves_the_folder_away_under_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        assert!(matches!(
+            store.remove("../x"),
+            Err(StoreError::InvalidId { .. })
+        ));
+        let folder = store.models_dir().join("m");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("f.bin"), b"x").unwrap();
+        store
+            .update(|models| {
+                models.push(ModelEntry {
+                    id: "m".into(),
+                    source: "test".into(),
+                    format: "gguf".into(),
+                    size: 1,
+                    sha256: None,
+                    engines: Vec::new(),
+                    added: "2024-01-01T00:00:00Z".into(),
+                    path: "m/f.bin".into(),
+                    tokenizer: None,
+                    files: Vec::new(),
+                    linked: false,
+                    revision: None,
+                });
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.remove("m").unwrap().id, "m");
+        assert!(store.list().unwrap().is_empty());
+        let left: Vec<_> = std::fs::read_dir(store.models_dir()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert!(dir.path().join("locks").join("model-m.lock").exists());
     }
 }
