@@ -12,7 +12,8 @@
 //!   decoders work on whole sequences and return strings, so the raw bytes of every
 //!   token are computed once here: `▁` → space and `<0xXX>` → that byte for
 //!   SentencePiece-style vocabularies, GPT-2's byte-to-character table reversed for
-//!   byte-level ones.
+//!   byte-level ones, and for WordPiece ones (BERT) `##` continuing a word while any
+//!   other token starts one with a space.
 //! * **Control tokens** (special added tokens) render as nothing in generated text and
 //!   in [`Vocab::detokenize`], but as their text in [`Vocab::token_bytes`], as
 //!   llama.cpp's `token_to_piece` does with and without `special`.
@@ -28,6 +29,9 @@ enum Encoding {
     Metaspace { byte_fallback: bool },
     /// GPT-2's byte-level characters.
     ByteLevel,
+    /// WordPiece (BERT): `##` continues a word, any other token starts one after a
+    /// space.
+    WordPiece,
 }
 
 /// One vocabulary entry.
@@ -85,6 +89,10 @@ impl Vocab {
                             None => c.to_string().into_bytes(),
                         })
                         .collect(),
+                    Encoding::WordPiece => match text.strip_prefix(WORD_PIECE_CONTINUATION) {
+                        Some(rest) => rest.as_bytes().to_vec(),
+                        None => format!(" {text}").into_bytes(),
+                    },
                     Encoding::Metaspace { byte_fallback } => match byte_piece(&text) {
                         Some(b) if byte_fallback => vec![b],
                         _ => text.replace('\u{2581}', " ").into_bytes(),
@@ -173,8 +181,12 @@ impl Vocab {
     }
 }
 
+/// The prefix of a WordPiece token that continues the previous one.
+const WORD_PIECE_CONTINUATION: &str = "##";
+
 /// Whether the tokenizer's strings are byte-level (its decoder or pre-tokenizer says
-/// so) or `▁`-style, and whether `<0xXX>` tokens are bytes.
+/// so), WordPiece (its decoder says so) or `▁`-style, and whether `<0xXX>` tokens are
+/// bytes.
 fn encoding_of(tokenizer: &Tokenizer) -> Encoding {
     let json = |v: Option<String>| v.unwrap_or_default();
     let decoder = json(
@@ -189,6 +201,9 @@ fn encoding_of(tokenizer: &Tokenizer) -> Encoding {
     );
     if decoder.contains("\"ByteLevel\"") || pre.contains("\"ByteLevel\"") {
         return Encoding::ByteLevel;
+    }
+    if decoder.contains("\"WordPiece\"") {
+        return Encoding::WordPiece;
     }
     let model = json(serde_json::to_string(tokenizer.get_model()).ok());
     Encoding::Metaspace {
@@ -236,6 +251,28 @@ mod tests {
         assert_eq!(t[&'Ċ'], b'\n');
         assert_eq!(t[&'!'], b'!');
         assert_eq!(t.len(), 256);
+    }
+
+    #[test]
+    fn word_piece_continuations_join_and_words_start_with_a_space() {
+        let json = r###"{"version": "1.0", "added_tokens": [
+            {"id": 0, "content": "[UNK]", "single_word": false, "lstrip": false,
+             "rstrip": false, "normalized": false, "special": true}],
+            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+            "post_processor": null,
+            "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+            "model": {"type": "WordPiece", "unk_token": "[UNK]",
+                      "continuing_subword_prefix": "##", "max_input_chars_per_word": 100,
+                      "vocab": {"[UNK]": 0, "play": 1, "##ing": 2, "now": 3}}}"###;
+        let tokenizer: Tokenizer = json.parse().unwrap();
+        assert_eq!(encoding_of(&tokenizer), Encoding::WordPiece);
+        let vocab = Vocab::new(tokenizer, SpecialTokens::default(), 4);
+        let ids = vocab.tokenize("playing now", false, false).unwrap();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(vocab.token_bytes(2), Some(&b"ing"[..]));
+        assert_eq!(vocab.token_bytes(1), Some(&b" play"[..]));
+        assert_eq!(vocab.text_bytes(0), Some(&[][..]));
+        assert_eq!(vocab.detokenize(&ids).as_deref(), Some(" playing now"));
     }
 
     #[test]

@@ -742,7 +742,7 @@ fn convert_refusals_through_the_cli_are_clear_and_leave_nothing_behind() {
         (
             stories.clone(),
             busy.to_str().unwrap(),
-            "--force replaces it",
+            "--force replaces the output of an earlier conversion",
         ),
     ];
     for (source, dest, needle) in cases {
@@ -762,22 +762,33 @@ fn convert_refusals_through_the_cli_are_clear_and_leave_nothing_behind() {
     }
     assert!(busy.join("keep.txt").is_file());
 
-    // --force replaces the folder, and only then.
-    let result = run_cli(
-        None,
-        &[
-            "convert",
-            "--to",
-            "onnx",
-            "--force",
-            stories.to_str().unwrap(),
-            busy.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert!(result.status.success(), "{}", stderr(&result));
-    assert!(busy.join("model.onnx").is_file() && !busy.join("keep.txt").exists());
-    assert_eq!(listing(), ["busy"]);
+    // --force does not replace a folder that is not a conversion's output...
+    let force = |dest: &str| {
+        run_cli(
+            None,
+            &[
+                "convert",
+                "--to",
+                "onnx",
+                "--force",
+                stories.to_str().unwrap(),
+                dest,
+            ],
+            None,
+        )
+    };
+    let result = force(busy.to_str().unwrap());
+    assert_eq!(result.status.code(), Some(1));
+    assert!(stderr(&result).contains("not the output of an earlier conversion"));
+    assert!(busy.join("keep.txt").is_file());
+    // ...but replaces an earlier conversion.
+    let previous = tmp.path().join("previous");
+    let first = force(previous.to_str().unwrap());
+    assert!(first.status.success(), "{}", stderr(&first));
+    let again = force(previous.to_str().unwrap());
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(previous.join("model.onnx").is_file());
+    assert_eq!(listing(), ["busy", "previous"]);
     // --external-data is an ONNX option.
     let result = run_cli(
         None,

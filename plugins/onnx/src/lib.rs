@@ -21,8 +21,9 @@
 //!   refused as `unsupported_format`, naming what is missing; a truncated or malformed
 //!   file is `invalid_model`.
 //!
-//! * **Tokenization** ([`tokenizer`]) is the `tokenizers` crate on `tokenizer.json`, with
-//!   token pieces rebuilt as raw bytes so that streamed pieces concatenate losslessly.
+//! * **Tokenization** ([`tokenizer`]) is the `tokenizers` crate on `tokenizer.json`,
+//!   wrapped in `runanywhere-convert`'s `Vocab` as the Candle engine does: token pieces
+//!   are raw bytes, so streamed pieces concatenate losslessly and match Candle's.
 //!
 //! * **Generation** ([`model`]): the prompt in one session run with an empty cache, then
 //!   one token per run with the cache fed back; sampling, stop strings, UTF-8 buffering,
@@ -105,15 +106,20 @@ impl Model for OnnxModel {
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<u32>, EngineError> {
-        Ok(self.tokenizer().encode(text, add_special, parse_special)?)
+        Ok(tokenizer::tokenize(
+            self.tokenizer(),
+            text,
+            add_special,
+            parse_special,
+        )?)
     }
 
     fn detokenize(&self, ids: &[u32]) -> Result<String, EngineError> {
-        Ok(self.tokenizer().decode(ids)?)
+        Ok(tokenizer::detokenize(self.tokenizer(), ids)?)
     }
 
     fn token_piece(&self, id: u32) -> Result<Vec<u8>, EngineError> {
-        Ok(self.tokenizer().piece(id, true)?)
+        Ok(tokenizer::piece(self.tokenizer(), id, true)?.to_vec())
     }
 
     fn generate(

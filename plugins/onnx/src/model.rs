@@ -26,6 +26,8 @@ use abi_stable::std_types::{ROption, RString, RVec};
 use ort::memory::Allocator;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynTensor, DynValue, Tensor};
+use runanywhere_convert::tokenizer::SpecialTokens;
+use runanywhere_convert::Vocab;
 use runanywhere_plugin_api::decode::{self, Decoding};
 use runanywhere_plugin_api::sampling::Sampler;
 use runanywhere_plugin_api::{
@@ -37,7 +39,7 @@ use crate::error::{OnnxError, Result};
 use crate::layout::{self, ModelFiles};
 use crate::runtime::Runtime;
 use crate::signature::{self, IntInput, IntType, Port, Signature};
-use crate::tokenizer::TextTokenizer;
+use crate::tokenizer;
 
 /// Context length used when neither the request nor the model says.
 const DEFAULT_CONTEXT: u32 = 4096;
@@ -64,12 +66,13 @@ struct Decoder {
 pub struct OnnxModel {
     /// `None` for a vocab-only load.
     decoder: Option<Decoder>,
-    tokenizer: TextTokenizer,
+    /// The tokenizer, with one entry per id the model accepts; its special tokens are
+    /// the model's (end of generation included).
+    tokenizer: Vocab,
     info: ModelInfo,
     /// Columns of the logits: ids below it are valid model inputs.
     vocab: u32,
     context_length: u32,
-    eog: Vec<u32>,
 }
 
 impl OnnxModel {
@@ -84,7 +87,7 @@ impl OnnxModel {
             ROption::RNone => None,
         };
         let files = layout::resolve(Path::new(path_str), tokenizer_path)?;
-        let tokenizer = TextTokenizer::from_file(&files.tokenizer)?;
+        let hf_tokenizer = tokenizer::read(&files.tokenizer)?;
 
         let decoder = if request.vocab_only {
             None
@@ -127,7 +130,9 @@ impl OnnxModel {
             .and_then(|d| d.signature.vocab)
             .and_then(|v| u32::try_from(v).ok())
             .or(config.vocab_size)
-            .unwrap_or_else(|| tokenizer.vocab_size());
+            .unwrap_or_else(|| {
+                u32::try_from(hf_tokenizer.get_vocab_size(true)).unwrap_or(u32::MAX)
+            });
         let train_context = config.context_length.unwrap_or(0);
         // Positions past the trained context fail inside the graph (absolute position
         // embeddings) or degrade, so a larger request is capped to it.
@@ -149,12 +154,15 @@ impl OnnxModel {
         eog.extend(
             END_OF_TURN_TOKENS
                 .iter()
-                .filter_map(|t| tokenizer.token_id(t)),
+                .filter_map(|t| hf_tokenizer.token_to_id(t)),
         );
         eog.retain(|&id| id < vocab);
         eog.sort_unstable();
         eog.dedup();
 
+        let bos = config.bos.filter(|&b| b < vocab);
+        let eos = config.eos.iter().copied().find(|&e| e < vocab);
+        let tokenizer = tokenizer::vocab(hf_tokenizer, bos, eos, eog, vocab);
         let info = model_info(
             &files,
             decoder.as_ref(),
@@ -162,7 +170,7 @@ impl OnnxModel {
             request,
             vocab,
             context_length,
-            &eog,
+            tokenizer.special(),
         );
         tracing::debug!(
             model = path_str,
@@ -178,7 +186,6 @@ impl OnnxModel {
             info,
             vocab,
             context_length,
-            eog,
         })
     }
 
@@ -188,7 +195,7 @@ impl OnnxModel {
     }
 
     /// The tokenizer.
-    pub(crate) fn tokenizer(&self) -> &TextTokenizer {
+    pub(crate) fn tokenizer(&self) -> &Vocab {
         &self.tokenizer
     }
 
@@ -201,7 +208,7 @@ impl OnnxModel {
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<u32>> {
-        let ids = self.tokenizer.encode(text, add_special, parse_special)?;
+        let ids = tokenizer::tokenize(&self.tokenizer, text, add_special, parse_special)?;
         if let Some(&bad) = ids.iter().find(|&&id| id >= self.vocab) {
             return Err(OnnxError::InvalidRequest(format!(
                 "the tokenizer produced token id {bad}, but the model's vocabulary has {} \
@@ -236,24 +243,20 @@ impl OnnxModel {
             request,
             prompt_ids,
             self.context_length as usize,
-            self.eog.clone(),
+            self.tokenizer.special().eog.clone(),
             sink,
         )?;
         let mut sampler = Sampler::new(&request.sampling);
-        let mut run = Run::new(&mut session, &decoder.signature)?;
+        let mut run = Run::new(&mut session, &decoder.signature, self.vocab as usize)?;
 
         let mut logits = Vec::new();
         run.step(decoding.prompt_ids(), &mut logits)?;
         decoding.prefill_done();
         let reason = loop {
             let id = sampler.sample(&mut logits, decoding.history());
-            let bytes = if id < self.tokenizer.vocab_size() {
-                self.tokenizer.piece(id, false)?
-            } else {
-                // Models often pad their embedding past the tokenizer's vocabulary.
-                Vec::new()
-            };
-            if let Some(reason) = decoding.accept(id, &bytes) {
+            // Ids in rows padding the embedding past the tokenizer have no text.
+            let bytes = tokenizer::piece(&self.tokenizer, id, false)?;
+            if let Some(reason) = decoding.accept(id, bytes) {
                 break reason;
             }
             run.step(&[id], &mut logits)?;
@@ -270,11 +273,13 @@ struct Run<'a> {
     cache: Vec<DynValue>,
     /// Tokens already in the cache.
     past: usize,
+    /// The model's vocabulary size: the logits columns that are sampled.
+    vocab: usize,
 }
 
 impl<'a> Run<'a> {
     /// A run with an empty cache (past length 0).
-    fn new(session: &'a mut Session, signature: &'a Signature) -> Result<Self> {
+    fn new(session: &'a mut Session, signature: &'a Signature, vocab: usize) -> Result<Self> {
         let allocator = Allocator::default();
         let cache = signature
             .cache
@@ -295,6 +300,7 @@ impl<'a> Run<'a> {
             signature,
             cache,
             past: 0,
+            vocab,
         })
     }
 
@@ -341,15 +347,8 @@ impl<'a> Run<'a> {
             let (shape, data) = value
                 .try_extract_tensor::<f32>()
                 .map_err(|e| OnnxError::Run(format!("cannot read the logits: {e}")))?;
-            let columns = shape
-                .last()
-                .and_then(|&d| usize::try_from(d).ok())
-                .filter(|&d| d > 0 && d <= data.len())
-                .ok_or_else(|| {
-                    OnnxError::Run(format!("the logits have an unexpected shape {shape:?}"))
-                })?;
             logits.clear();
-            logits.extend_from_slice(&data[data.len() - columns..]);
+            logits.extend_from_slice(last_logits(shape, data, self.vocab)?);
         }
         let mut cache = Vec::with_capacity(sig.cache.len());
         for slot in &sig.cache {
@@ -361,6 +360,29 @@ impl<'a> Run<'a> {
         self.past = total;
         Ok(())
     }
+}
+
+/// The logits of the last position, out of a `[.., columns]` tensor's `data`, cut to the
+/// model's `vocab` columns.
+///
+/// Sampled ids are fed back as `input_ids`, so none may reach `vocab`. Logits wider than
+/// the vocabulary are padding rows of the classifier (exports often round it up to a
+/// multiple of 64 or 128) and are left out; narrower ones mean the graph does not have
+/// the vocabulary its config or tokenizer says, and are refused.
+fn last_logits<'d>(shape: &[i64], data: &'d [f32], vocab: usize) -> Result<&'d [f32]> {
+    let columns = shape
+        .last()
+        .and_then(|&d| usize::try_from(d).ok())
+        .filter(|&d| d > 0 && d <= data.len())
+        .ok_or_else(|| OnnxError::Run(format!("the logits have an unexpected shape {shape:?}")))?;
+    if columns < vocab {
+        return Err(OnnxError::Unsupported(format!(
+            "the graph's logits have {columns} columns but the model's vocabulary has {vocab} \
+             tokens; the graph does not match its config or tokenizer"
+        )));
+    }
+    let last = &data[data.len() - columns..];
+    Ok(&last[..vocab])
 }
 
 /// A `[1, len]` integer tensor of `values`, in the input's width.
@@ -428,7 +450,7 @@ fn model_info(
     request: &LoadRequest,
     vocab: u32,
     context_length: u32,
-    eog: &[u32],
+    special: &SpecialTokens,
 ) -> ModelInfo {
     let config = &files.config;
     let mut extensions = vec![
@@ -459,9 +481,9 @@ fn model_info(
         context_length,
         train_context_length: config.context_length.unwrap_or(0),
         vocab_size: vocab,
-        bos: ROption::from(config.bos.filter(|&b| b < vocab)),
-        eos: ROption::from(config.eos.iter().copied().find(|&e| e < vocab)),
-        eog: RVec::from(eog.to_vec()),
+        bos: ROption::from(special.bos),
+        eos: ROption::from(special.eos),
+        eog: RVec::from(special.eog.clone()),
         chat_template: ROption::from(
             files
                 .tokenizer_config
@@ -486,5 +508,53 @@ fn chat_template(path: &Path) -> Option<String> {
             .and_then(Value::as_str)
             .map(str::to_string),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_logits_takes_the_last_row() {
+        let data = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(last_logits(&[1, 2, 3], &data, 3).unwrap(), &[3.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    fn logits_wider_than_the_vocabulary_are_cut_to_it() {
+        // Two positions of five columns, the last two of them padding.
+        let data = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+        assert_eq!(last_logits(&[1, 2, 5], &data, 3).unwrap(), &[5.0, 6.0, 7.0]);
+    }
+
+    #[test]
+    fn logits_narrower_than_the_vocabulary_are_refused() {
+        let data = [0.0; 6];
+        let err = last_logits(&[1, 2, 3], &data, 4).unwrap_err();
+        assert!(matches!(err, OnnxError::Unsupported(_)), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("3 columns") && message.contains("4 tokens"),
+            "{message}"
+        );
+        assert_eq!(
+            EngineError::from(err).kind(),
+            runanywhere_plugin_api::ErrorKind::UnsupportedFormat
+        );
+    }
+
+    #[test]
+    fn malformed_logits_shapes_are_errors() {
+        let data = [0.0; 4];
+        assert!(matches!(last_logits(&[], &data, 4), Err(OnnxError::Run(_))));
+        assert!(matches!(
+            last_logits(&[1, 0], &data, 0),
+            Err(OnnxError::Run(_))
+        ));
+        assert!(matches!(
+            last_logits(&[1, 8], &data, 4),
+            Err(OnnxError::Run(_))
+        ));
     }
 }
