@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use runanywhere::registry::Registry;
 use runanywhere::{
-    ErrorKind, GenerateRequest, LoadRequest, Model, Prompt, SamplingParams, SinkControl, StopReason,
+    ErrorKind, GenerateRequest, Model, Prompt, SamplingParams, SinkControl, StopReason,
 };
 use runanywhere_tests::{
     data_dir, json_output, plugin_dir, run_cli, tinystories_references, vocab_cases,
@@ -24,16 +24,7 @@ const ENGINES: [&str; 3] = ["llama-cpp", "candle", "onnx"];
 const CONTEXT: u32 = 256;
 
 fn registry() -> (tempfile::TempDir, Registry) {
-    let dir = plugin_dir(&ENGINES);
-    let registry = Registry::discover(&[dir.path().to_path_buf()]);
-    for id in ENGINES {
-        assert!(
-            registry.engine(id).is_some(),
-            "{id} unavailable: {:?}",
-            registry.unavailable()
-        );
-    }
-    (dir, registry)
+    runanywhere_tests::registry_with(&ENGINES)
 }
 
 /// Loads with one thread (tests run in parallel on small machines).
@@ -43,13 +34,7 @@ fn load(
     path: &Path,
     vocab_only: bool,
 ) -> Result<Model, runanywhere::Error> {
-    registry.engine(engine).unwrap().load_model(LoadRequest {
-        model_path: path.to_string_lossy().into_owned().into(),
-        context_length: CONTEXT,
-        threads: 1,
-        vocab_only,
-        ..Default::default()
-    })
+    runanywhere_tests::load_model(registry, engine, path, CONTEXT, vocab_only)
 }
 
 /// A model format of stories260K, as the tests build it.

@@ -5,63 +5,31 @@ use std::path::{Path, PathBuf};
 
 use runanywhere::registry::Registry;
 use runanywhere::{
-    Error, ErrorKind, GenerateRequest, LoadRequest, Model, Prompt, SamplingParams, SinkControl,
-    StopReason,
+    Error, ErrorKind, GenerateRequest, Model, Prompt, SamplingParams, SinkControl, StopReason,
 };
 use runanywhere_tests::{
-    data_dir, json_output, plugin_dir, run_cli, stderr, tinystories_references, vocab_cases,
+    data_dir, generate, json_output, plugin_dir, run_cli, stderr, tinystories_references,
+    vocab_cases,
 };
-
-fn registry() -> (tempfile::TempDir, Registry) {
-    let dir = plugin_dir(&["llama-cpp"]);
-    let registry = Registry::discover(&[dir.path().to_path_buf()]);
-    assert!(
-        registry.engine("llama-cpp").is_some(),
-        "llama-cpp plugin unavailable: {:?}",
-        registry.unavailable()
-    );
-    (dir, registry)
-}
 
 /// stories260K's GGUF says its context is 128 tokens; the references run 201 positions
 /// (llama2.c's seq_len is 512), as llama.cpp's own run did with a larger context.
 const CONTEXT: u32 = 256;
 
-/// Loads with one thread: tests run in parallel on small machines, and llama.cpp's
-/// spinning worker threads slow to a crawl when oversubscribed.
+fn registry() -> (tempfile::TempDir, Registry) {
+    runanywhere_tests::registry_with(&["llama-cpp"])
+}
+
 fn load(registry: &Registry, path: &Path, vocab_only: bool) -> Result<Model, Error> {
     load_ctx(registry, path, vocab_only, CONTEXT)
 }
 
 fn load_ctx(registry: &Registry, path: &Path, vocab_only: bool, ctx: u32) -> Result<Model, Error> {
-    registry
-        .engine("llama-cpp")
-        .unwrap()
-        .load_model(LoadRequest {
-            model_path: path.to_string_lossy().into_owned().into(),
-            vocab_only,
-            context_length: ctx,
-            threads: 1,
-            ..Default::default()
-        })
+    runanywhere_tests::load_model(registry, "llama-cpp", path, ctx, vocab_only)
 }
 
 fn stories() -> PathBuf {
     data_dir().join("tinystories/stories260K.gguf")
-}
-
-/// Generates and returns (prompt ids, generated ids, streamed text, stop reason).
-fn generate(model: &Model, request: GenerateRequest) -> (Vec<u32>, Vec<u32>, String, StopReason) {
-    let (mut ids, mut text) = (Vec::new(), String::new());
-    let stats = model
-        .generate(request, |id, piece| {
-            ids.push(id);
-            text.push_str(piece);
-            SinkControl::Continue
-        })
-        .unwrap();
-    assert_eq!(stats.generated_tokens as usize, ids.len());
-    (stats.prompt_ids.to_vec(), ids, text, stats.stop_reason())
 }
 
 fn greedy(prompt: &str, max_tokens: u32) -> GenerateRequest {

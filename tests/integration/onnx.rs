@@ -17,18 +17,12 @@ use runanywhere::{
     StopReason,
 };
 use runanywhere_tests::{
-    binary, data_dir, json_output, plugin_dir, plugin_library, run_cli, stderr, vocab_cases,
+    binary, data_dir, generate, json_output, plugin_dir, plugin_library, run_cli, stderr,
+    vocab_cases,
 };
 
 fn registry() -> (tempfile::TempDir, Registry) {
-    let dir = plugin_dir(&["onnx"]);
-    let registry = Registry::discover(&[dir.path().to_path_buf()]);
-    assert!(
-        registry.engine("onnx").is_some(),
-        "onnx plugin unavailable (run scripts/fetch-onnxruntime.sh): {:?}",
-        registry.unavailable()
-    );
-    (dir, registry)
+    runanywhere_tests::registry_with(&["onnx"])
 }
 
 fn gpt2() -> PathBuf {
@@ -37,12 +31,7 @@ fn gpt2() -> PathBuf {
 
 /// Loads with one thread: tests run in parallel on small machines.
 fn load_ctx(registry: &Registry, path: &Path, ctx: u32) -> Result<Model, Error> {
-    registry.engine("onnx").unwrap().load_model(LoadRequest {
-        model_path: path.to_string_lossy().into_owned().into(),
-        context_length: ctx,
-        threads: 1,
-        ..Default::default()
-    })
+    runanywhere_tests::load_model(registry, "onnx", path, ctx, false)
 }
 
 fn load(registry: &Registry, path: &Path) -> Result<Model, Error> {
@@ -94,20 +83,6 @@ fn expected_greedy() -> Vec<Expected> {
         assert!(e.sequence.starts_with(&e.prompt), "{e:?}");
     }
     out
-}
-
-/// Generates and returns (prompt ids, generated ids, streamed text, stop reason).
-fn generate(model: &Model, request: GenerateRequest) -> (Vec<u32>, Vec<u32>, String, StopReason) {
-    let (mut ids, mut text) = (Vec::new(), String::new());
-    let stats = model
-        .generate(request, |id, piece| {
-            ids.push(id);
-            text.push_str(piece);
-            SinkControl::Continue
-        })
-        .unwrap();
-    assert_eq!(stats.generated_tokens as usize, ids.len());
-    (stats.prompt_ids.to_vec(), ids, text, stats.stop_reason())
 }
 
 fn greedy(prompt: Prompt, max_tokens: u32) -> GenerateRequest {

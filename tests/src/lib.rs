@@ -253,3 +253,58 @@ pub fn vocab_cases(gguf: &Path) -> Vec<(String, Vec<u32>)> {
     assert_eq!(inputs.len(), outputs.len(), "{}", gguf.display());
     inputs.iter().cloned().zip(outputs).collect()
 }
+
+/// A registry of the given workspace plugins (by manifest name), asserting each loaded.
+/// The directory must outlive the registry's use.
+pub fn registry_with(engines: &[&str]) -> (tempfile::TempDir, runanywhere::registry::Registry) {
+    let dir = plugin_dir(engines);
+    let registry = runanywhere::registry::Registry::discover(&[dir.path().to_path_buf()]);
+    for id in engines {
+        assert!(
+            registry.engine(id).is_some(),
+            "engine {id} unavailable: {:?}",
+            registry.unavailable()
+        );
+    }
+    (dir, registry)
+}
+
+/// Loads `path` on `engine` with one thread (tests run in parallel on small machines, and
+/// spinning worker threads slow to a crawl when oversubscribed) and context `ctx`
+/// (0 = the model's own).
+pub fn load_model(
+    registry: &runanywhere::registry::Registry,
+    engine: &str,
+    path: &Path,
+    ctx: u32,
+    vocab_only: bool,
+) -> Result<runanywhere::Model, runanywhere::Error> {
+    registry
+        .engine(engine)
+        .unwrap_or_else(|| panic!("no engine {engine}"))
+        .load_model(runanywhere::LoadRequest {
+            model_path: path.to_string_lossy().into_owned().into(),
+            context_length: ctx,
+            threads: 1,
+            vocab_only,
+            ..Default::default()
+        })
+}
+
+/// Generates and returns (prompt ids, generated ids, streamed text, stop reason),
+/// checking that the engine's count matches what reached the sink.
+pub fn generate(
+    model: &runanywhere::Model,
+    request: runanywhere::GenerateRequest,
+) -> (Vec<u32>, Vec<u32>, String, runanywhere::StopReason) {
+    let (mut ids, mut text) = (Vec::new(), String::new());
+    let stats = model
+        .generate(request, |id, piece| {
+            ids.push(id);
+            text.push_str(piece);
+            runanywhere::SinkControl::Continue
+        })
+        .unwrap_or_else(|e| panic!("generate failed: {e}"));
+    assert_eq!(stats.generated_tokens as usize, ids.len());
+    (stats.prompt_ids.to_vec(), ids, text, stats.stop_reason())
+}
