@@ -88,7 +88,7 @@ pub(crate) struct ModelArgs {
     #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 0)]
     pub(crate) ctx_size: u32,
 
-    /// Worker threads (0 = all cores).
+    /// Worker threads (0 = the engine's default, about the physical cores).
     #[arg(short, long, value_name = "N", default_value_t = 0)]
     pub(crate) threads: u32,
 
@@ -237,7 +237,7 @@ pub(crate) struct BenchArgs {
     #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 0)]
     pub(crate) ctx_size: u32,
 
-    /// Worker threads (0 = all cores).
+    /// Worker threads (0 = the engine's default, about the physical cores).
     #[arg(short, long, value_name = "N", default_value_t = 0)]
     pub(crate) threads: u32,
 
