@@ -14,7 +14,8 @@ use runanywhere::{
     ErrorKind, GenerateRequest, Model, Prompt, SamplingParams, SinkControl, StopReason,
 };
 use runanywhere_tests::{
-    data_dir, json_output, plugin_dir, run_cli, tinystories_references, vocab_cases,
+    assert_reference_json, data_dir, json_output, plugin_dir, run_cli, tinystories_references,
+    vocab_cases,
 };
 
 /// The engines under test (plugin manifests).
@@ -267,25 +268,7 @@ fn the_cli_runs_candle_on_every_format_and_routes_the_others_to_it() {
         args.push(&r.prompt);
         let v = json_output(&run_cli(Some(dir.path()), &args, None));
         assert_eq!(v["engine"], expected_engine, "{format:?}");
-        let ids = |key: &str| -> Vec<u32> {
-            v[key]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        };
-        assert_eq!(ids("prompt_ids"), r.prompt_ids, "{format:?}");
-        assert_eq!(
-            ids("generated_ids"),
-            r.all_ids[r.prompt_ids.len()..],
-            "{format:?}"
-        );
-        assert_eq!(
-            format!("{}{}\n", r.prompt, v["text"].as_str().unwrap()),
-            r.text,
-            "{format:?}"
-        );
+        assert_reference_json(&v, r, &format!("{format:?}"));
     }
 }
 
@@ -338,24 +321,6 @@ fn the_cli_converts_to_onnx_and_safetensors_and_the_results_give_the_reference()
         ];
         let v = json_output(&run_cli(Some(dir.path()), &args, None));
         assert_eq!(v["engine"], engine, "{ext} → {to}");
-        let ids = |key: &str| -> Vec<u32> {
-            v[key]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        };
-        assert_eq!(ids("prompt_ids"), r.prompt_ids, "{ext} → {to}");
-        assert_eq!(
-            ids("generated_ids"),
-            r.all_ids[r.prompt_ids.len()..],
-            "{ext} → {to}"
-        );
-        assert_eq!(
-            format!("{}{}\n", r.prompt, v["text"].as_str().unwrap()),
-            r.text,
-            "{ext} → {to}"
-        );
+        assert_reference_json(&v, r, &format!("{ext} → {to}"));
     }
 }

@@ -8,8 +8,8 @@ use runanywhere::{
     Error, ErrorKind, GenerateRequest, Model, Prompt, SamplingParams, SinkControl, StopReason,
 };
 use runanywhere_tests::{
-    data_dir, generate, json_output, plugin_dir, run_cli, stderr, tinystories_references,
-    vocab_cases,
+    assert_reference_json, data_dir, generate, json_ids, json_output, plugin_dir, run_cli, stderr,
+    tinystories_references, vocab_cases,
 };
 
 /// stories260K's GGUF says its context is 128 tokens; the references run 201 positions
@@ -92,20 +92,7 @@ fn run_json_on_stories260k_matches_the_reference() {
     );
     let v = json_output(&out);
     assert_eq!(v["engine"], "llama-cpp", "routed by the GGUF magic");
-    let ids = |key: &str| -> Vec<u32> {
-        v[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
-    assert_eq!(ids("prompt_ids"), r.prompt_ids);
-    assert_eq!(ids("generated_ids"), r.all_ids[r.prompt_ids.len()..]);
-    assert_eq!(
-        format!("{}{}\n", r.prompt, v["text"].as_str().unwrap()),
-        r.text
-    );
+    assert_reference_json(&v, r, "run --json");
     assert_eq!(v["metrics"]["generated_tokens"], 201 - r.prompt_ids.len());
 }
 
@@ -149,12 +136,7 @@ fn tokenize_cli_takes_stdin_exactly() {
             Some(input.as_bytes()),
         );
         let v = json_output(&out);
-        let ids: Vec<u32> = v["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect();
+        let ids = json_ids(&v["ids"]);
         assert_eq!(&ids, expected, "case {i}: {input:?}");
         assert_eq!(v["pieces"].as_array().unwrap().len(), ids.len());
     }
@@ -203,15 +185,7 @@ fn bad_files_are_invalid_model_errors_and_the_host_lives_on() {
     let mut wrong_magic = good.clone();
     wrong_magic[..4].copy_from_slice(b"GGUX");
     write("wrong-magic.gguf", &wrong_magic);
-    let mut state = 0x1234_5678_9abc_def0u64;
-    let random: Vec<u8> = (0..100_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let random = runanywhere_tests::random_bytes(0x1234_5678_9abc_def0, 100_000);
     write("random.gguf", &random);
     let mut random_after_magic = b"GGUF\x03\x00\x00\x00".to_vec();
     random_after_magic.extend_from_slice(&random);

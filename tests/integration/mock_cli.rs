@@ -2,7 +2,7 @@
 
 use runanywhere::registry::Registry;
 use runanywhere::{GenerateRequest, LoadRequest, Prompt, SamplingParams, SinkControl};
-use runanywhere_tests::{json_output, plugin_dir, run_cli, stderr};
+use runanywhere_tests::{json_ids, json_output, plugin_dir, run_cli, stderr};
 use serde_json::Value;
 
 fn run_json(args: &[&str]) -> Value {
@@ -12,21 +12,13 @@ fn run_json(args: &[&str]) -> Value {
     json_output(&run_cli(Some(dir.path()), &all, None))
 }
 
-fn ids(v: &Value) -> Vec<u64> {
-    v.as_array()
-        .expect("array of ids")
-        .iter()
-        .map(|x| x.as_u64().expect("id"))
-        .collect()
-}
-
 #[test]
 fn run_json_has_the_contract_fields_and_metrics() {
     let v = run_json(&["--max-tokens", "12", "--temperature", "0", "hello"]);
     assert_eq!(v["engine"], "mock");
     // "hello" is one word token after BOS.
-    assert_eq!(ids(&v["prompt_ids"]), vec![1, 259 + 31]);
-    assert_eq!(ids(&v["generated_ids"]).len(), 12);
+    assert_eq!(json_ids(&v["prompt_ids"]), vec![1, 259 + 31]);
+    assert_eq!(json_ids(&v["generated_ids"]).len(), 12);
     assert_eq!(v["stop_reason"], "max_tokens");
     assert!(v["text"].as_str().is_some());
     let m = &v["metrics"];
@@ -110,7 +102,7 @@ fn stop_strings_stop_and_are_not_printed() {
 fn prompt_ids_and_stdin_prompts_work() {
     let from_ids = run_json(&["-n", "5", "--temperature", "0", "--prompt-ids", "1 290"]);
     let from_text = run_json(&["-n", "5", "--temperature", "0", "hello"]);
-    assert_eq!(ids(&from_ids["prompt_ids"]), vec![1, 290]);
+    assert_eq!(json_ids(&from_ids["prompt_ids"]), vec![1, 290]);
     assert_eq!(from_ids["generated_ids"], from_text["generated_ids"]);
 
     let dir = plugin_dir(&["mock"]);
@@ -200,7 +192,7 @@ fn tokenize_json_and_exact_stdin() {
         None,
     );
     let v = json_output(&out);
-    assert_eq!(ids(&v["ids"]), vec![1, 259 + 31, 259 + 12]);
+    assert_eq!(json_ids(&v["ids"]), vec![1, 259 + 31, 259 + 12]);
     assert_eq!(v["pieces"], serde_json::json!(["<s>", "hello", " world"]));
 
     // stdin is taken exactly: the trailing newline is a token, nothing is trimmed.
@@ -219,7 +211,7 @@ fn tokenize_json_and_exact_stdin() {
     );
     let v = json_output(&out);
     assert_eq!(v["pieces"], serde_json::json!([" hello", "\n"]));
-    assert_eq!(ids(&v["ids"]), vec![259 + 11, 259 + 27]);
+    assert_eq!(json_ids(&v["ids"]), vec![259 + 11, 259 + 27]);
 }
 
 #[test]

@@ -17,7 +17,7 @@ use runanywhere::{
     StopReason,
 };
 use runanywhere_tests::{
-    binary, data_dir, generate, json_output, plugin_dir, plugin_library, run_cli, stderr,
+    binary, data_dir, generate, json_ids, json_output, plugin_dir, plugin_library, run_cli, stderr,
     vocab_cases,
 };
 
@@ -162,16 +162,8 @@ fn run_json_with_prompt_ids_reproduces_an_expected_sequence() {
         v["engine"], "onnx",
         "routed by the genai_config.json folder"
     );
-    let list = |key: &str| -> Vec<u32> {
-        v[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
-    assert_eq!(list("prompt_ids"), e.prompt);
-    assert_eq!(list("generated_ids"), e.sequence[e.prompt.len()..]);
+    assert_eq!(json_ids(&v["prompt_ids"]), e.prompt);
+    assert_eq!(json_ids(&v["generated_ids"]), e.sequence[e.prompt.len()..]);
     assert_eq!(v["stop_reason"], "max_tokens");
     assert_eq!(
         v["metrics"]["generated_tokens"],

@@ -13,7 +13,9 @@ use runanywhere::store::{
 };
 use runanywhere_formats::verify_path;
 use runanywhere_tests::hub::{sha256_hex, HubServer, COMMIT};
-use runanywhere_tests::{cli_command, data_dir, json_output, plugin_dir, run_cli_env, stderr};
+use runanywhere_tests::{
+    cli_command, data_dir, json_ids, json_output, plugin_dir, run_cli_env, stderr,
+};
 use serde_json::Value;
 
 const REPO: &str = "ggml-org/tiny-llamas";
@@ -92,7 +94,7 @@ fn leftovers(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 }
 
 /// `run --json` greedy output ids for `model`.
-fn greedy_ids(home: &Path, plugins: &Path, model: &str) -> (Vec<u64>, String) {
+fn greedy_ids(home: &Path, plugins: &Path, model: &str) -> (Vec<u32>, String) {
     let out = run_cli_env(
         Some(plugins),
         &[
@@ -112,12 +114,7 @@ fn greedy_ids(home: &Path, plugins: &Path, model: &str) -> (Vec<u64>, String) {
         &[("RUNANYWHERE_HOME", home.to_str().unwrap())],
     );
     let v = json_output(&out);
-    let ids = v["generated_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect();
+    let ids = json_ids(&v["generated_ids"]);
     (ids, v["text"].as_str().unwrap().to_string())
 }
 
@@ -991,12 +988,7 @@ fn run_with_a_catalog_id_pulls_it_on_first_use() {
         "{}",
         stderr(&first)
     );
-    let ids: Vec<u64> = v["prompt_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect();
+    let ids = json_ids(&v["prompt_ids"]);
     assert_eq!(ids, vec![1, 403, 407, 261, 378]);
     assert_eq!(v["generated_ids"].as_array().unwrap().len(), 10);
     assert_eq!(hub.cdn_requests().len(), 1);

@@ -308,3 +308,47 @@ pub fn generate(
     assert_eq!(stats.generated_tokens as usize, ids.len());
     (stats.prompt_ids.to_vec(), ids, text, stats.stop_reason())
 }
+
+/// The token ids of a JSON array such as `run --json`'s `prompt_ids` / `generated_ids`
+/// or `tokenize --json`'s `ids`. Panics on anything else.
+pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array of token ids: {v}"))
+        .iter()
+        .map(|x| {
+            x.as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .unwrap_or_else(|| panic!("not a token id: {x}"))
+        })
+        .collect()
+}
+
+/// Asserts that a `run --json` result reproduces the reference `r` exactly: prompt ids,
+/// generated ids, and the text (run.c echoes the prompt and ends with a newline).
+pub fn assert_reference_json(v: &serde_json::Value, r: &Reference, what: &str) {
+    assert_eq!(json_ids(&v["prompt_ids"]), r.prompt_ids, "{what}");
+    assert_eq!(
+        json_ids(&v["generated_ids"]),
+        r.all_ids[r.prompt_ids.len()..],
+        "{what}"
+    );
+    let text = v["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: no text"));
+    assert_eq!(format!("{}{text}\n", r.prompt), r.text, "{what}");
+}
+
+/// `len` pseudo-random bytes from an xorshift64 seeded with `seed` (which must not be
+/// zero): junk "model files" that are the same on every run.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    assert_ne!(seed, 0, "xorshift needs a non-zero seed");
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}

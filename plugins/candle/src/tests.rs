@@ -434,15 +434,7 @@ fn bad_inputs_are_errors_that_name_the_file() {
     };
     let gguf = std::fs::read(stories("gguf")).unwrap();
     let bin = std::fs::read(stories("bin")).unwrap();
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let random: Vec<u8> = (0..50_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let random = runanywhere_tests::random_bytes(0x2545_f491_4f6c_dd1d, 50_000);
     let mut gguf_noise = b"GGUF\x03\x00\x00\x00".to_vec();
     gguf_noise.extend_from_slice(&random);
     let mut cases = vec![
