@@ -8,7 +8,6 @@
 //! a writer may have chosen for a key, since converters disagree (`u32` vs `i32`, `f32`
 //! vs `f64`).
 
-use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
@@ -35,7 +34,8 @@ impl GgufFile {
             }
             other => ConvertError::invalid(path, other.to_string()),
         })?;
-        let file = File::open(path).map_err(|e| ConvertError::io(path, e))?;
+        let file =
+            runanywhere_formats::fs::open_regular(path).map_err(|e| ConvertError::io(path, e))?;
         let content = Content::read(&mut BufReader::new(file)).map_err(|e| {
             ConvertError::invalid(path, format!("cannot read the GGUF header: {e}"))
         })?;

@@ -20,7 +20,7 @@ use crate::tokenizer::{ConvertedTokenizer, SpecialTokens};
 
 /// Reads a JSON file of the folder; `None` when it does not exist.
 pub fn read_json(path: &Path) -> Result<Option<Value>, ConvertError> {
-    match std::fs::read(path) {
+    match runanywhere_formats::fs::read_regular(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| ConvertError::invalid(path, format!("not valid JSON: {e}"))),
@@ -85,7 +85,7 @@ pub fn load_tokenizer(
             .find(|t| t["name"] == "default")
             .and_then(|t| t["template"].as_str())
             .map(str::to_string),
-        _ => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
+        _ => runanywhere_formats::fs::read_regular_to_string(&dir.join("chat_template.jinja")).ok(),
     };
     Ok(ConvertedTokenizer {
         tokenizer,

@@ -242,7 +242,8 @@ pub fn gguf_params(gguf: &GgufFile) -> Result<LlamaParams, ConvertError> {
 pub fn from_gguf(gguf: &GgufFile) -> Result<HfLlama, ConvertError> {
     let params = gguf_params(gguf)?;
     let path = gguf.path();
-    let mut file = std::fs::File::open(path).map_err(|e| ConvertError::io(path, e))?;
+    let mut file =
+        runanywhere_formats::fs::open_regular(path).map_err(|e| ConvertError::io(path, e))?;
     let candle = |e: candle_core::Error| ConvertError::candle(path, e);
     let mut read = |name: &str| -> Result<Tensor, ConvertError> {
         let q = gguf

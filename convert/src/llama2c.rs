@@ -93,16 +93,8 @@ impl Llama2cConfig {
             seq_len: u(h.seq_len),
             shared_classifier: h.shared_classifier,
         };
-        if cfg.n_heads % cfg.n_kv_heads != 0 || cfg.head_size() % 2 != 0 {
-            return Err(ConvertError::invalid(
-                path,
-                format!(
-                    "unsupported llama2.c shape: {} heads of width {} with {} key/value heads",
-                    cfg.n_heads,
-                    cfg.head_size(),
-                    cfg.n_kv_heads
-                ),
-            ));
+        if let Some(problem) = h.unsupported_shape() {
+            return Err(ConvertError::invalid(path, problem));
         }
         Ok(cfg)
     }
@@ -122,7 +114,8 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Reads and checks the checkpoint at `path`.
     pub fn read(path: &Path) -> Result<Self, ConvertError> {
-        let bytes = std::fs::read(path).map_err(|e| ConvertError::io(path, e))?;
+        let bytes =
+            runanywhere_formats::fs::read_regular(path).map_err(|e| ConvertError::io(path, e))?;
         let config = Llama2cConfig::from_header(path, &bytes)?;
         let size = bytes.len() as u64;
         let [with_freq, without_freq] = Header::parse(&bytes)
@@ -228,7 +221,8 @@ impl Floats<'_> {
 /// `<unk>`/`<s>`/`</s>`, `<0xXX>` pieces byte tokens, empty pieces control tokens, and
 /// spaces `▁`.
 pub fn read_vocab(path: &Path, vocab_size: usize) -> Result<SpmVocab, ConvertError> {
-    let bytes = std::fs::read(path).map_err(|e| ConvertError::io(path, e))?;
+    let bytes =
+        runanywhere_formats::fs::read_regular(path).map_err(|e| ConvertError::io(path, e))?;
     parse_vocab(path, &bytes, vocab_size)
 }
 
@@ -310,7 +304,7 @@ fn is_byte_piece(text: &str) -> bool {
 pub fn find_tokenizer(model: &Path, vocab_size: usize) -> Option<PathBuf> {
     let dir = model.parent().filter(|d| !d.as_os_str().is_empty())?;
     let fits = |p: &Path| {
-        std::fs::read(p)
+        runanywhere_formats::fs::read_regular(p)
             .ok()
             .is_some_and(|b| parse_vocab(p, &b, vocab_size).is_ok())
     };

@@ -120,7 +120,8 @@ pub(crate) fn read_source(
 fn is_gguf(path: &Path) -> Result<bool, ConvertError> {
     use std::io::Read;
     let mut magic = [0u8; 4];
-    let mut file = std::fs::File::open(path).map_err(|e| ConvertError::io(path, e))?;
+    let mut file =
+        runanywhere_formats::fs::open_regular(path).map_err(|e| ConvertError::io(path, e))?;
     let n = file
         .read(&mut magic)
         .map_err(|e| ConvertError::io(path, e))?;
@@ -273,6 +274,48 @@ pub(crate) fn check_destination(
     Ok(())
 }
 
+/// Gives `dir` and the files in it the permissions a plain `File::create` would (0666
+/// and 0777 less the umask, read from a probe file so the process-wide umask is never
+/// changed): the temporary folder and some writers' temporary files are private (0700,
+/// 0600), which would leave a converted model unreadable to other users.
+#[cfg(unix)]
+fn ordinary_permissions(dir: &Path) -> Result<(), ConvertError> {
+    use std::os::unix::fs::PermissionsExt;
+    let probe = dir.join(".runanywhere-mode-probe");
+    let file_mode = std::fs::File::create(&probe)
+        .and_then(|f| f.metadata())
+        .map_err(|e| ConvertError::io(&probe, e))?
+        .permissions()
+        .mode()
+        & 0o666;
+    std::fs::remove_file(&probe).map_err(|e| ConvertError::io(&probe, e))?;
+    // Directories also get the search bit wherever they are readable.
+    let dir_mode = file_mode | ((file_mode & 0o444) >> 2);
+    let set = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| ConvertError::io(path, e))
+    };
+    for entry in std::fs::read_dir(dir).map_err(|e| ConvertError::io(dir, e))? {
+        let entry = entry.map_err(|e| ConvertError::io(dir, e))?;
+        let path = entry.path();
+        let is_dir = entry
+            .file_type()
+            .map_err(|e| ConvertError::io(&path, e))?
+            .is_dir();
+        if is_dir {
+            ordinary_permissions(&path)?;
+        } else {
+            set(&path, file_mode)?;
+        }
+    }
+    set(dir, dir_mode)
+}
+
+#[cfg(not(unix))]
+fn ordinary_permissions(_dir: &Path) -> Result<(), ConvertError> {
+    Ok(())
+}
+
 /// Writes a folder at `out_dir` all-or-nothing: `fill` writes the files into a temporary
 /// folder next to it and returns their names; the folder is verified, then renamed into
 /// place (replacing an empty folder, or with `force` a non-empty one).
@@ -293,6 +336,7 @@ pub(crate) fn write_folder(
         .tempdir_in(&parent)
         .map_err(|e| ConvertError::io(&parent, e))?;
     let files = fill(tmp.path())?;
+    ordinary_permissions(tmp.path())?;
     let verification = runanywhere_formats::verify_path(tmp.path());
     if let Some(problem) = verification.problem {
         return Err(ConvertError::invalid(

@@ -46,6 +46,22 @@ fn folders_from_the_gguf_and_the_checkpoint_hold_the_same_model() {
         ]
     );
 
+    // Every file is as readable as one the user creates there, the weights too (the
+    // writers' private 0600 temporaries and the 0700 staging folder are not kept).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let plain = tmp.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        for f in &files {
+            assert_eq!(mode(&from_gguf.join(f)), mode(&plain), "{f}");
+        }
+        let dir_mode = mode(&from_gguf);
+        assert_eq!(dir_mode & 0o444, mode(&plain) & 0o444);
+        assert_eq!(dir_mode & 0o111, (mode(&plain) & 0o444) >> 2);
+    }
+
     let c = json(&from_gguf.join("config.json"));
     assert_eq!(c["model_type"], "llama");
     assert_eq!(c["architectures"][0], "LlamaForCausalLM");

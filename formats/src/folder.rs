@@ -126,7 +126,7 @@ fn read_json(v: &mut Verification, path: &Path) -> Option<Value> {
         );
         return None;
     }
-    match std::fs::read(path).map(|bytes| serde_json::from_slice::<Value>(&bytes)) {
+    match crate::fs::read_regular(path).map(|bytes| serde_json::from_slice::<Value>(&bytes)) {
         Ok(Ok(value)) => Some(value),
         Ok(Err(e)) => {
             v.problem(path, None, format!("not valid JSON: {e}"));

@@ -14,7 +14,9 @@
 //!   strings and nested arrays included, nesting up to [`MAX_ARRAY_DEPTH`]);
 //! * `general.alignment`, which must be a power-of-two `uint32` (default 32);
 //! * every tensor info (name, at most 4 dimensions, ggml type, offset) and the end of
-//!   the data section: no tensor's bytes may lie past the end of the file.
+//!   the data section: no tensor's bytes may lie past the end of the file;
+//! * the hyperparameters and vocabulary facts llama.cpp asserts on (layer count, head
+//!   counts, widths, epsilons, experts, duplicate or missing tokens): see [`crate::hparams`].
 //!
 //! Only the header is read (a few megabytes at most, for large vocabularies); the
 //! tensor data is never touched. Tensor types missing from [`ggml_type`] (newer
@@ -26,12 +28,12 @@
 //! (the sum of the tensors' element counts) and the KV-cache size per token.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 use crate::error::{FileError, FormatError};
 use crate::facts::{kv_bytes_per_token, Facts, Tally};
+use crate::hparams::{self, Hparams, TokenScan, Want};
 use crate::reader::Reader;
 
 const MAGIC: [u8; 4] = *b"GGUF";
@@ -91,7 +93,7 @@ pub struct GgufSummary {
 /// well-formed GGUF header whose tensors lie within the file.
 pub fn check_file(path: &Path) -> Result<GgufSummary, FileError> {
     let len = crate::regular_file_len(path, "GGUF")?;
-    let file = File::open(path).map_err(|source| FileError::Open {
+    let file = crate::fs::open_regular(path).map_err(|source| FileError::Open {
         path: path.to_path_buf(),
         source,
     })?;
@@ -181,6 +183,7 @@ pub fn inspect<R: Read + Seek>(
     let mut alignment = DEFAULT_ALIGNMENT;
     let mut seen_keys: HashSet<Vec<u8>> = HashSet::new();
     let mut ints: HashMap<String, u64> = HashMap::new();
+    let mut hparams = Hparams::default();
     for i in 0..kv_count {
         let key = r.gguf_string(MAX_KEY_LEN, &format!("metadata key #{i}"))?;
         if key.is_empty() {
@@ -206,6 +209,30 @@ pub fn inspect<R: Read + Seek>(
                     "general.architecture" => facts.architecture = Some(value),
                     _ => facts.name = Some(value),
                 }
+            }
+        } else if let Some(want) = hparams::wanted(&name) {
+            let at = r.pos;
+            match (want, ty) {
+                (Want::Tokens, T_ARRAY) => hparams.tokens = Some(r.token_list(&what)?),
+                (Want::Text, T_STRING) => {
+                    if let Some(text) = r.short_string(&what)? {
+                        if name == "tokenizer.ggml.model" {
+                            facts.detail("gguf.tokenizer_model", &text);
+                        }
+                        hparams.insert(&name, at, hparams::Value::Str(text));
+                    }
+                }
+                (Want::Number, _) => {
+                    if let Some(value) = r.number(ty, &what)? {
+                        if let hparams::Value::Int(v) = value {
+                            if let (true, Ok(v)) = (is_fact_int(&name), u64::try_from(v)) {
+                                ints.insert(name.clone(), v);
+                            }
+                        }
+                        hparams.insert(&name, at, value);
+                    }
+                }
+                _ => r.skip_value(ty, &what)?,
             }
         } else if is_fact_int(&name) && int_size(ty).is_some() {
             if let Some(value) = r.int_value(ty, &what)? {
@@ -250,6 +277,12 @@ pub fn inspect<R: Read + Seek>(
         }
         let ty = r.u32(&what)?;
         let offset = r.u64(&what)?;
+        // ggml.c: GGML_ASSERT(c->type == GGML_TYPE_F32) for the rope frequency factors.
+        if (name.starts_with("rope_freqs") || name.starts_with("rope_factors")) && ty != 0 {
+            return Err(r.fail(format!(
+                "tensor '{name}' has ggml type {ty}; rope frequency tensors must be F32 (0)"
+            )));
+        }
         tensors.push(TensorInfo {
             name,
             dims,
@@ -316,6 +349,7 @@ pub fn inspect<R: Read + Seek>(
     if facts.quantization.is_none() {
         facts.quantization = types.dominant();
     }
+    hparams.check(facts.architecture.as_deref())?;
     Ok((version, tensor_count, kv_count))
 }
 
@@ -577,6 +611,73 @@ impl<R: Read + Seek> Reader<R> {
         Ok(value)
     }
 
+    /// Reads a number of type `ty` for the hyperparameter checks: an integer of any
+    /// width and sign, a float, or an array of integers (per-layer values). `None` (the
+    /// value skipped) for other types, which llama.cpp refuses by itself.
+    fn number(&mut self, ty: u32, what: &str) -> Result<Option<hparams::Value>, FormatError> {
+        use hparams::Value;
+        Ok(Some(match ty {
+            6 => Value::Float(f64::from(f32::from_le_bytes(self.array::<4>(what)?))),
+            12 => Value::Float(f64::from_le_bytes(self.array::<8>(what)?)),
+            T_ARRAY => {
+                let elem = self.u32(what)?;
+                let count = self.u64(what)?;
+                // Per-layer arrays have one entry per layer (at most 512 in llama.cpp).
+                if int_size(elem).is_none() || count > 4096 {
+                    self.skip_array_body(elem, count, 0, what)?;
+                    return Ok(None);
+                }
+                let mut values = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    values.push(self.signed_int(elem, what)?);
+                }
+                Value::Ints(values)
+            }
+            ty if int_size(ty).is_some() => Value::Int(self.signed_int(ty, what)?),
+            _ => {
+                self.skip_value(ty, what)?;
+                return Ok(None);
+            }
+        }))
+    }
+
+    /// Reads an integer of type `ty`, keeping its sign.
+    fn signed_int(&mut self, ty: u32, what: &str) -> Result<i128, FormatError> {
+        Ok(match ty {
+            0 => i128::from(self.u8(what)?),
+            1 => i128::from(self.u8(what)? as i8),
+            2 => i128::from(u16::from_le_bytes(self.array::<2>(what)?)),
+            3 => i128::from(i16::from_le_bytes(self.array::<2>(what)?)),
+            4 => i128::from(self.u32(what)?),
+            5 => i128::from(self.u32(what)? as i32),
+            10 => i128::from(self.u64(what)?),
+            11 => i128::from(self.u64(what)? as i64),
+            other => return Err(self.fail(format!("{what} is not an integer (type {other})"))),
+        })
+    }
+
+    /// Reads the token list (an array of strings), scanning it for the vocabulary
+    /// checks. An array of anything else is skipped (llama.cpp refuses it).
+    fn token_list(&mut self, what: &str) -> Result<TokenScan, FormatError> {
+        let offset = self.pos;
+        let elem = self.u32(what)?;
+        let count = self.u64(what)?;
+        let mut scan = TokenScan::new(offset);
+        if elem != T_STRING {
+            self.skip_array_body(elem, count, 0, what)?;
+            return Ok(scan);
+        }
+        let min_total = count
+            .checked_mul(8)
+            .ok_or_else(|| self.fail(format!("{what} claims {count} elements, which overflows")))?;
+        self.need(min_total, what)?;
+        for _ in 0..count {
+            let token = self.gguf_string(MAX_STRING_LEN, what)?;
+            scan.add(token);
+        }
+        Ok(scan)
+    }
+
     /// Skips a GGUF string (u64 length, then bytes).
     fn skip_string(&mut self, what: &str) -> Result<(), FormatError> {
         let n = self.u64(what)?;
@@ -610,6 +711,17 @@ impl<R: Read + Seek> Reader<R> {
         }
         let elem = self.u32(what)?;
         let count = self.u64(what)?;
+        self.skip_array_body(elem, count, depth, what)
+    }
+
+    /// Skips the elements of an array whose element type and count were read.
+    fn skip_array_body(
+        &mut self,
+        elem: u32,
+        count: u64,
+        depth: u32,
+        what: &str,
+    ) -> Result<(), FormatError> {
         if let Some(size) = scalar_size(elem) {
             let total = count.checked_mul(size).ok_or_else(|| {
                 self.fail(format!("{what} claims {count} elements, which overflows"))

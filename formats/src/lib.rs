@@ -15,7 +15,9 @@
 mod error;
 mod facts;
 mod folder;
+pub mod fs;
 pub mod gguf;
+pub mod hparams;
 pub mod llama2c;
 pub mod onnx;
 mod reader;

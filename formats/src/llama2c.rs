@@ -91,6 +91,19 @@ impl Header {
             }
     }
 
+    /// Why no engine can run this shape, if none can: grouped-query attention needs the
+    /// key/value heads to divide the heads, and rotary embeddings an even head width.
+    pub fn unsupported_shape(&self) -> Option<String> {
+        let head = self.dim / self.n_heads;
+        (self.n_heads % self.n_kv_heads != 0 || head % 2 != 0).then(|| {
+            format!(
+                "unsupported llama2.c shape: {} heads of width {head} with {} key/value heads \
+                 (the key/value heads must divide the heads, and the width must be even)",
+                self.n_heads, self.n_kv_heads
+            )
+        })
+    }
+
     /// The file sizes this header predicts: with and without the legacy freq_cis tables.
     pub fn expected_sizes(&self) -> [u64; 2] {
         let freq = self.seq_len * (self.dim / self.n_heads);
@@ -161,6 +174,9 @@ pub fn check(head: &[u8], len: u64, facts: &mut Facts) -> Result<Header, FormatE
         });
     }
     facts.detail("llama2c.freq_cis", sizes[0] == len);
+    if let Some(problem) = h.unsupported_shape() {
+        return Err(at_start(problem));
+    }
     Ok(h)
 }
 
@@ -214,6 +230,13 @@ mod tests {
         let err = check(&bad, bytes.len() as u64, &mut facts).expect_err("implausible");
         assert!(err.problem.contains("not a plausible"), "{err}");
         assert!(check(&bad[..10], 10, &mut facts).is_err());
+        // Plausible and of the predicted size, but no engine can run it.
+        for fields in [[64, 172, 5, 8, 3, 512, 512], [72, 172, 5, 8, 4, 512, 512]] {
+            let odd = testing::checkpoint(fields);
+            let err = check(&odd[..HEADER_LEN], odd.len() as u64, &mut facts)
+                .expect_err("unsupported shape");
+            assert!(err.problem.contains("unsupported llama2.c shape"), "{err}");
+        }
         assert_eq!(expected_size(&[0; 27]), None);
     }
 }

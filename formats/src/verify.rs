@@ -1,7 +1,6 @@
 //! [`verify_path`] and [`verify_bytes`]: the structural check of a model, whatever its
 //! format.
 
-use std::fs::File;
 use std::io::{BufReader, Cursor, Read, Seek};
 use std::path::Path;
 
@@ -20,7 +19,12 @@ pub fn verify_path(path: &Path) -> Verification {
         Ok(meta) if meta.is_dir() => folder::verify_dir(path, &mut v),
         Ok(_) => verify_file(path, &mut v),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            v.problem(path, None, "nothing exists at this path".into());
+            let problem = if std::fs::symlink_metadata(path).is_ok() {
+                "a symbolic link to nothing (its target does not exist)"
+            } else {
+                "nothing exists at this path"
+            };
+            v.problem(path, None, problem.into());
         }
         Err(e) => v.problem(path, None, format!("cannot read: {e}")),
     }
@@ -50,8 +54,11 @@ pub fn verify_bytes(bytes: &[u8], file_name: &str) -> Verification {
 
 /// Verifies one file, adding it to `v` (a folder's verification calls this per file).
 pub(crate) fn verify_file(path: &Path, v: &mut Verification) {
-    let mut file = match File::open(path) {
+    let mut file = match crate::fs::open_regular(path) {
         Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            return v.problem(path, None, e.to_string())
+        }
         Err(e) => return v.problem(path, None, format!("cannot open: {e}")),
     };
     let len = match file.metadata() {

@@ -4,6 +4,12 @@
 //! `tokenizer.chat_template`, `tokenizer_config.json`'s `chat_template`). Rendering it on
 //! the host, with minijinja and Python-compatible string methods, gives every engine the
 //! same behaviour for the same model instead of one renderer per framework.
+//!
+//! A template is code from the model file, so it runs under limits: at most
+//! [`RENDER_FUEL`] template instructions and [`MAX_PROMPT_BYTES`] of output per render.
+//! A template that loops without end or writes gigabytes fails with a
+//! [`ChatError::TooMuchWork`] / [`ChatError::TooLong`] in well under a second, instead
+//! of hanging the chat or exhausting memory.
 
 use minijinja::{context, Environment, Error as JinjaError, ErrorKind as JinjaErrorKind};
 use serde::Serialize;
@@ -27,10 +33,44 @@ impl ChatMessage {
     }
 }
 
+/// Template instructions one render may execute. Real templates use a few dozen per
+/// message (a 1,000-message conversation takes well under 100,000), and 5 million run in
+/// about half a second.
+pub const RENDER_FUEL: u64 = 5_000_000;
+
+/// Most bytes a rendered prompt may have: far beyond any context window (16 MiB is
+/// about 4 million tokens), yet small enough that a runaway template cannot eat memory.
+pub const MAX_PROMPT_BYTES: usize = 16 << 20;
+
 /// A template that fails to compile or render.
+#[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
-#[error("chat template: {0}")]
-pub struct ChatError(String);
+pub enum ChatError {
+    /// The template is not valid Jinja.
+    #[error("chat template does not compile: {0}")]
+    Compile(String),
+    /// Rendering failed (an undefined value, `raise_exception`, a type error, ...).
+    #[error("chat template failed to render: {0}")]
+    Render(String),
+    /// Rendering took more than [`RENDER_FUEL`] instructions.
+    #[error(
+        "chat template ran more than {fuel} instructions without finishing (a loop that is \
+         too large or never ends); fix the template or choose another one"
+    )]
+    TooMuchWork {
+        /// The instruction budget.
+        fuel: u64,
+    },
+    /// Rendering produced more than [`MAX_PROMPT_BYTES`].
+    #[error(
+        "chat template wrote more than {limit} bytes of prompt; fix the template or choose \
+         another one"
+    )]
+    TooLong {
+        /// The byte limit.
+        limit: usize,
+    },
+}
 
 /// The plain format used when a model has no template: `User:` / `Assistant:` lines.
 pub const FALLBACK_TEMPLATE: &str = "{% for m in messages %}\
@@ -59,6 +99,7 @@ impl ChatTemplate {
     /// Compiles `source`; `bos_token` / `eos_token` are the texts templates may insert.
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, ChatError> {
         let mut env = Environment::new();
+        env.set_fuel(Some(RENDER_FUEL));
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
@@ -70,7 +111,7 @@ impl ChatTemplate {
         // Templates (Llama 3.x) print today's date, as transformers renders them.
         env.add_function("strftime_now", |fmt: String| strftime(&fmt, today()));
         env.add_template_owned("chat", source.to_string())
-            .map_err(|e| ChatError(describe(&e)))?;
+            .map_err(|e| ChatError::Compile(describe(&e)))?;
         Ok(ChatTemplate {
             env,
             bos_token: bos_token.to_string(),
@@ -94,15 +135,77 @@ impl ChatTemplate {
         let template = self
             .env
             .get_template("chat")
-            .map_err(|e| ChatError(describe(&e)))?;
-        template
-            .render(context! {
+            .map_err(|e| ChatError::Render(describe(&e)))?;
+        let mut out = Capped {
+            bytes: Vec::new(),
+            limit: MAX_PROMPT_BYTES,
+        };
+        let rendered = template.render_captured_to(
+            context! {
                 messages => messages,
                 add_generation_prompt => add_generation_prompt,
                 bos_token => self.bos_token,
                 eos_token => self.eos_token,
-            })
-            .map_err(|e| ChatError(describe(&e)))
+            },
+            &mut out,
+        );
+        match rendered {
+            Ok(_) => String::from_utf8(out.bytes)
+                .map_err(|e| ChatError::Render(format!("the output is not UTF-8: {e}"))),
+            Err(e) if e.kind() == JinjaErrorKind::OutOfFuel => {
+                Err(ChatError::TooMuchWork { fuel: RENDER_FUEL })
+            }
+            Err(_) if out.bytes.len() >= out.limit => Err(ChatError::TooLong { limit: out.limit }),
+            Err(e) => Err(ChatError::Render(describe(&e))),
+        }
+    }
+}
+
+/// A byte buffer that refuses to grow past `limit`.
+struct Capped {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.limit {
+            self.bytes
+                .extend_from_slice(&buf[..self.limit - self.bytes.len()]);
+            return Err(std::io::Error::other("the rendered prompt is too long"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Drops the oldest turns of a conversation until `fits` accepts it, as chat front ends
+/// do when a conversation outgrows the context window. System messages and the last
+/// message (the user's new turn) are always kept; the earliest other message goes
+/// first. Returns how many messages were dropped, or `None` (and `messages` as they
+/// were) when even the shortest conversation does not fit: the last message alone is
+/// too long.
+pub fn drop_oldest_turns<E>(
+    messages: &mut Vec<ChatMessage>,
+    mut fits: impl FnMut(&[ChatMessage]) -> Result<bool, E>,
+) -> Result<Option<usize>, E> {
+    let mut trial = messages.clone();
+    let mut dropped = 0;
+    loop {
+        if fits(&trial)? {
+            *messages = trial;
+            return Ok(Some(dropped));
+        }
+        let last = trial.len().saturating_sub(1);
+        let Some(oldest) = trial[..last].iter().position(|m| m.role != "system") else {
+            return Ok(None);
+        };
+        trial.remove(oldest);
+        dropped += 1;
     }
 }
 
@@ -241,6 +344,74 @@ mod tests {
             t.render(&convo(), true).unwrap(),
             "Be brief.\n\nUser: Hi\nAssistant: Hello!\nUser: Bye\nAssistant:"
         );
-        assert!(ChatTemplate::new("{% for %}", "", "").is_err());
+        assert!(matches!(
+            ChatTemplate::new("{% for %}", "", ""),
+            Err(ChatError::Compile(_))
+        ));
+    }
+
+    #[test]
+    fn the_oldest_turns_go_first_and_system_and_last_messages_stay() {
+        let mut messages = convo();
+        // Fits once at most three messages are left.
+        let fits = |m: &[ChatMessage]| Ok::<_, ()>(m.len() <= 2);
+        assert_eq!(drop_oldest_turns(&mut messages, fits), Ok(Some(2)));
+        assert_eq!(
+            messages,
+            [
+                ChatMessage::new("system", "Be brief."),
+                ChatMessage::new("user", "Bye")
+            ]
+        );
+        let mut messages = convo();
+        assert_eq!(
+            drop_oldest_turns(&mut messages, |_| Ok::<_, ()>(false)),
+            Ok(None)
+        );
+        assert_eq!(messages, convo(), "left as they were");
+        let mut messages = convo();
+        assert_eq!(
+            drop_oldest_turns(&mut messages, |_| Ok::<_, ()>(true)),
+            Ok(Some(0))
+        );
+        assert_eq!(messages, convo());
+    }
+
+    #[test]
+    fn runaway_templates_are_stopped_quickly() {
+        let start = std::time::Instant::now();
+        let loops = ChatTemplate::new(
+            "{% for a in range(10000) %}{% for b in range(10000) %}{% for c in range(10000) %}\
+             {% endfor %}{% endfor %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        assert!(matches!(
+            loops.render(&convo(), true),
+            Err(ChatError::TooMuchWork { fuel: RENDER_FUEL })
+        ));
+        let long = ChatTemplate::new(
+            "{% for a in range(100000) %}{{ 'x' * 1000 }}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let err = long.render(&convo(), true).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ChatError::TooLong {
+                    limit: MAX_PROMPT_BYTES
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("wrote more than 16777216 bytes"),
+            "{err}"
+        );
+        // Generous for a debug build on a loaded machine; about 0.5 s in release.
+        assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
     }
 }

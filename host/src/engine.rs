@@ -64,8 +64,19 @@ impl Engine {
         self.manifest.formats.iter().any(|f| f == format)
     }
 
-    /// Loads a model.
-    pub fn load_model(&self, request: LoadRequest) -> Result<Model, Error> {
+    /// Loads a model. A thread count above the machine's logical CPUs is lowered to
+    /// that count (with a warning): CPU engines gain nothing from more, and llama.cpp's
+    /// busy-waiting workers slow down by orders of magnitude when they outnumber the
+    /// cores.
+    pub fn load_model(&self, mut request: LoadRequest) -> Result<Model, Error> {
+        let cpus = logical_cpus();
+        if request.threads > cpus {
+            tracing::warn!(
+                "{} threads requested, but this machine has {cpus} logical CPUs; using {cpus}",
+                request.threads
+            );
+            request.threads = cpus;
+        }
         let handle = into_result(self.handle.load_model(request)).map_err(|e| self.wrap(e))?;
         let info = handle.info();
         Ok(Model {
@@ -187,6 +198,13 @@ impl<F: FnMut(u32, &str) -> SinkControl> TokenSink for HostSink<F> {
             }
         }
     }
+}
+
+/// The number of logical CPUs this process may use (at least 1).
+pub fn logical_cpus() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(1)
 }
 
 fn into_result<T>(r: RResult<T, EngineError>) -> Result<T, EngineError> {

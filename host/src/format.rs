@@ -5,9 +5,9 @@
 //! trusts an extension alone: a GGUF file is recognised by its magic, a llama2.c
 //! checkpoint by a header whose shape predicts the file size exactly.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use runanywhere_formats::fs::open_regular;
 use runanywhere_formats::{describe_head, read_head};
 
 pub use runanywhere_formats::llama2c::expected_size as llama2c_expected_size;
@@ -56,7 +56,7 @@ pub fn detect(path: &Path) -> Result<ModelFormat, DetectError> {
     if meta.is_dir() {
         return detect_dir(path);
     }
-    let head = read_head(&mut File::open(path).map_err(io)?).map_err(io)?;
+    let head = read_head(&mut open_regular(path).map_err(io)?).map_err(io)?;
     let size = meta.len();
     let ext = path.extension().and_then(|e| e.to_str());
     if let Some(format) = runanywhere_formats::sniff_file(&head, size, ext) {

@@ -75,9 +75,11 @@ pub enum ManifestError {
 impl Manifest {
     /// Reads and validates the manifest at `path`.
     pub fn from_file(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
-            path: path.to_path_buf(),
-            source,
+        let text = runanywhere_formats::fs::read_regular_to_string(path).map_err(|source| {
+            ManifestError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
         Manifest::parse(&text, path)
     }

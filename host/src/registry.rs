@@ -2,8 +2,9 @@
 //!
 //! Discovery never fails as a whole: every manifest either yields an [`Engine`] or an
 //! [`Unavailable`] entry saying why not, and the host goes on with the rest. The first
-//! manifest of an id wins; later ones with the same id are skipped (logged), so a
-//! `--plugins-dir` can override an installed plugin.
+//! manifest of an id wins, so a `--plugins-dir` can override an installed plugin; later
+//! ones with the same id are listed as unavailable ([`UnavailableKind::DuplicateId`],
+//! naming the manifest that won) without their library being opened.
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +44,8 @@ pub enum UnavailableKind {
     InitFailed,
     /// The manifest claims formats the engine does not report.
     FormatMismatch,
+    /// An earlier manifest (in search order) already provides this engine id.
+    DuplicateId,
 }
 
 /// A ledger entry: a plugin that could not be made available, and why.
@@ -141,9 +144,19 @@ impl Registry {
                 return;
             }
         };
-        if self.is_known(&manifest.id) {
+        if let Some(first) = self.manifest_of(&manifest.id) {
             tracing::info!(id = %manifest.id, manifest = %path.display(),
                 "engine id already provided by an earlier plugin directory; skipped");
+            self.unavailable.push(Unavailable {
+                id: manifest.id.clone(),
+                manifest: path.to_path_buf(),
+                library: Some(manifest.library_path()),
+                kind: UnavailableKind::DuplicateId,
+                reason: format!(
+                    "duplicate id of {} (found earlier in the search order, which wins)",
+                    first.display()
+                ),
+            });
             return;
         }
         match load_engine(&manifest) {
@@ -167,8 +180,18 @@ impl Registry {
         }
     }
 
-    fn is_known(&self, id: &str) -> bool {
-        self.engines.iter().any(|e| e.id() == id) || self.unavailable.iter().any(|u| u.id == id)
+    /// The manifest that first claimed `id`, if any did.
+    fn manifest_of(&self, id: &str) -> Option<PathBuf> {
+        self.engines
+            .iter()
+            .find(|e| e.id() == id)
+            .map(|e| e.manifest.path.clone())
+            .or_else(|| {
+                self.unavailable
+                    .iter()
+                    .find(|u| u.id == id)
+                    .map(|u| u.manifest.clone())
+            })
     }
 
     /// The available engines, in discovery order.
@@ -247,6 +270,7 @@ impl Registry {
         parts.extend(
             self.unavailable
                 .iter()
+                .filter(|u| u.kind != UnavailableKind::DuplicateId)
                 .map(|u| format!("{} (unavailable: {})", u.id, u.reason)),
         );
         if parts.is_empty() {

@@ -13,8 +13,11 @@ use crate::abi::SamplingParams;
 use crate::error::EngineError;
 
 /// Refuses sampling parameters that are not finite numbers (NaN or infinite values would
-/// poison any sampler, ours or a framework's). [`crate::decode::Decoding::start`] calls
-/// it, so every engine refuses them the same way.
+/// poison any sampler, ours or a framework's) or lie outside their range: `top_p` in
+/// (0, 1] (1 = off; 0 would keep nothing), `min_p` in [0, 1) (0 = off; 1 would keep only
+/// exact ties), `repeat_penalty` above 0 (1 = off). A value out of range is an error
+/// rather than silently clamped, so a typo (`--top-p 9`) is noticed.
+/// [`crate::decode::Decoding::start`] calls it, so every engine refuses them the same way.
 pub fn validate(p: &SamplingParams) -> Result<(), EngineError> {
     for (name, value) in [
         ("temperature", p.temperature),
@@ -27,6 +30,20 @@ pub fn validate(p: &SamplingParams) -> Result<(), EngineError> {
                 "sampling.{name} must be a finite number, not {value}"
             )));
         }
+    }
+    let out_of_range = |name: &str, range: &str, value: f32| {
+        Err(EngineError::invalid_request(format!(
+            "sampling.{name} must be in {range}, not {value}"
+        )))
+    };
+    if !(p.top_p > 0.0 && p.top_p <= 1.0) {
+        return out_of_range("top_p", "(0, 1] (1 = off)", p.top_p);
+    }
+    if !(0.0..1.0).contains(&p.min_p) {
+        return out_of_range("min_p", "[0, 1) (0 = off)", p.min_p);
+    }
+    if p.repeat_penalty <= 0.0 {
+        return out_of_range("repeat_penalty", "(0, ∞) (1 = off)", p.repeat_penalty);
     }
     Ok(())
 }
@@ -300,6 +317,47 @@ mod tests {
             err.message(),
             "sampling.top_p must be a finite number, not NaN"
         );
+    }
+
+    #[test]
+    fn out_of_range_parameters_are_refused_with_the_range() {
+        type Set = fn(&mut SamplingParams);
+        let cases: [(Set, &str); 6] = [
+            (
+                |p| p.top_p = 2.0,
+                "sampling.top_p must be in (0, 1] (1 = off), not 2",
+            ),
+            (
+                |p| p.top_p = 0.0,
+                "sampling.top_p must be in (0, 1] (1 = off), not 0",
+            ),
+            (
+                |p| p.min_p = 1.0,
+                "sampling.min_p must be in [0, 1) (0 = off), not 1",
+            ),
+            (
+                |p| p.min_p = -0.5,
+                "sampling.min_p must be in [0, 1) (0 = off), not -0.5",
+            ),
+            (
+                |p| p.repeat_penalty = 0.0,
+                "sampling.repeat_penalty must be in (0, ∞) (1 = off), not 0",
+            ),
+            (
+                |p| p.repeat_penalty = -1.0,
+                "sampling.repeat_penalty must be in (0, ∞) (1 = off), not -1",
+            ),
+        ];
+        for (set, message) in cases {
+            let mut p = SamplingParams::default();
+            set(&mut p);
+            let err = validate(&p).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidRequest);
+            assert_eq!(err.message(), message);
+        }
+        let mut edges = SamplingParams::default();
+        (edges.top_p, edges.min_p) = (1.0, 0.0);
+        assert!(validate(&edges).is_ok());
     }
 
     #[test]

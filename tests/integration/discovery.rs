@@ -126,7 +126,28 @@ fn first_directory_wins_for_a_duplicate_id_and_env_path_is_searched() {
     let mock = registry.engine("mock").unwrap();
     assert!(mock.manifest().path.starts_with(first.path()));
     assert!(registry.engine("faulty-load-error").is_some());
-    assert!(registry.unavailable().is_empty());
+    // The second mock is listed, not dropped: unavailable, naming the one that won.
+    let [duplicate] = registry.unavailable() else {
+        panic!("one ledger entry expected: {:?}", registry.unavailable());
+    };
+    assert_eq!(duplicate.id, "mock");
+    assert_eq!(duplicate.kind, UnavailableKind::DuplicateId);
+    assert!(duplicate.manifest.starts_with(second.path()));
+    assert!(
+        duplicate.reason.starts_with(&format!(
+            "duplicate id of {}",
+            first.path().join("mock.toml").display()
+        )),
+        "{}",
+        duplicate.reason
+    );
+    let out = run_cli(Some(first.path()), &["engines", "--json"], None);
+    let rows = json_output(&out);
+    assert!(rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["id"] == "mock" && r["status"] == "unavailable" && r["kind"] == "duplicate_id"));
 
     // RUNANYWHERE_PLUGIN_PATH is searched too (after --plugins-dir).
     let out = std::process::Command::new(runanywhere_tests::binary())

@@ -7,6 +7,7 @@
 mod conformance;
 mod discovery;
 mod faults;
+mod hardening;
 mod llama;
 mod mock_cli;
 mod onnx;

@@ -324,6 +324,69 @@ fn a_disk_space_shortage_is_refused_before_downloading() {
     );
     assert!(hub.cdn_requests().is_empty());
     assert!(models(home.path()).is_empty());
+    // The refused pull leaves no empty download folder behind.
+    assert!(!home.path().join("downloads").join("stories260K").exists());
+}
+
+/// What is left under the store's `downloads/`.
+fn download_leftovers(home: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![home.join("downloads")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            found.push(entry.path());
+            if entry.path().is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn an_endless_body_is_cut_at_the_advertised_size_and_leaves_nothing() {
+    use runanywhere_tests::hub::Endless;
+    for mode in [Endless::NoLength, Endless::Length(4_660_000_000)] {
+        let home = tempfile::tempdir().unwrap();
+        let hub = stories_hub();
+        hub.serve_endless(REPO, FILE, mode, true);
+        let started = std::time::Instant::now();
+        let err = failed(&cli(home.path(), Some(&hub), &["pull", REF], &[]));
+        assert!(
+            err.contains(&format!("sent more than {STORIES_SIZE} bytes"))
+                && err.contains("its advertised size"),
+            "{mode:?}: {err}"
+        );
+        // Refused at once, not after the retries a broken connection gets.
+        assert_eq!(hub.cdn_requests().len(), 1, "{mode:?}");
+        assert!(started.elapsed().as_secs() < 30, "{mode:?}");
+        assert_eq!(download_leftovers(home.path()), Vec::<PathBuf>::new());
+        assert!(models(home.path()).is_empty());
+        // Nothing blocks the next pull of a well-behaved server.
+        let good = stories_hub();
+        ok(&cli(home.path(), Some(&good), &["pull", REF], &[]));
+        assert_eq!(models(home.path())[0]["sha256"], STORIES_SHA256);
+    }
+}
+
+#[test]
+fn an_endless_body_of_unknown_size_is_cut_at_the_free_space() {
+    use runanywhere_tests::hub::Endless;
+    let home = tempfile::tempdir().unwrap();
+    let hub = stories_hub();
+    hub.serve_endless(REPO, FILE, Endless::NoLength, false);
+    let err = failed(&cli(
+        home.path(),
+        Some(&hub),
+        &["pull", REF],
+        &[("RUNANYWHERE_TEST_FREE_BYTES", "5000000")],
+    ));
+    assert!(
+        err.contains("sent more than 5000000 bytes") && err.contains("unknown size"),
+        "{err}"
+    );
+    assert_eq!(download_leftovers(home.path()), Vec::<PathBuf>::new());
+    assert!(models(home.path()).is_empty());
 }
 
 #[test]
@@ -538,6 +601,9 @@ fn shared_files() -> Vec<(PathBuf, Option<&'static str>)> {
                 Some("onnx")
             } else if name == "stories260K.bin" {
                 Some("llama2c")
+            } else if name.ends_with(".safetensors") {
+                // MLX's exports (mlx/) are safetensors files.
+                Some("safetensors")
             } else {
                 None
             };
@@ -573,9 +639,16 @@ fn verify_and_import_every_shared_data_file() {
                         || stdout.contains(&format!("  {format} (")),
                     "{stdout}"
                 );
-                let id = path.file_name().unwrap().to_str().unwrap();
-                ok(&cli(home.path(), None, &["import", p, "--id", id], &[]));
-                imported.push((id.to_string(), *format));
+                // Several folders hold a `model.safetensors`: those ids name the folder.
+                let name = path.file_name().unwrap().to_str().unwrap();
+                let id = match path.parent().and_then(|d| d.file_name()) {
+                    Some(dir) if name.starts_with("model.") => {
+                        format!("{}-{name}", dir.to_str().unwrap())
+                    }
+                    _ => name.to_string(),
+                };
+                ok(&cli(home.path(), None, &["import", p, "--id", &id], &[]));
+                imported.push((id, *format));
             }
             None => {
                 assert_eq!(out.status.code(), Some(1), "{p}: {stdout}");
@@ -1152,4 +1225,39 @@ fn importing_from_inside_the_store_is_refused_and_the_source_survives() {
     }
     assert_eq!(models(home.path()).len(), 1);
     assert!(verify_path(&installed).is_ok());
+}
+
+#[test]
+fn a_failed_registry_write_leaves_no_unregistered_linked_model() {
+    let home = tempfile::tempdir().unwrap();
+    let store = Store::new(home.path());
+    let source = data_dir().join("tinystories").join(FILE);
+    // The registry's temporary file cannot be created (a folder is in its place), as
+    // when the disk is full at the last step.
+    let blocker = home
+        .path()
+        .join(format!("registry.json.tmp-{}", std::process::id()));
+    std::fs::create_dir_all(&blocker).unwrap();
+    let options = ImportOptions {
+        id: Some("linked".into()),
+        link: true,
+    };
+    let err = store
+        .import(&source, &options, &Registry::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Io { ref path, .. } if *path == blocker),
+        "{err}"
+    );
+    assert!(store.list().unwrap().is_empty());
+    assert!(!home.path().join("models").join("linked").exists());
+    assert_eq!(leftovers(home.path(), ".partial"), Vec::<PathBuf>::new());
+    assert!(source.is_file(), "the original is untouched");
+    // Once the disk has room again, the same import works.
+    std::fs::remove_dir(&blocker).unwrap();
+    let entry = store
+        .import(&source, &options, &Registry::default())
+        .unwrap();
+    assert!(entry.linked);
+    assert!(store.model_path(&entry).is_file());
 }

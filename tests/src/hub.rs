@@ -11,8 +11,10 @@
 //! * `GET /cdn/{id}`: the bytes, honouring `Range: bytes=N-` with `206`.
 //!
 //! Faults: cut a CDN response after N body bytes (the next K times), lie about a
-//! file's SHA-256, and slow the CDN down (to make concurrent pulls overlap). Every request
-//! is logged with its `Range` header.
+//! file's SHA-256, slow the CDN down (to make concurrent pulls overlap), and stream an
+//! endless CDN body (without a `Content-Length`, or with one past the advertised size,
+//! optionally advertising no size at all). Every request is logged with its `Range`
+//! header.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,6 +29,8 @@ use sha2::{Digest, Sha256};
 
 /// The server stops by itself after this long.
 pub const LIFETIME: Duration = Duration::from_secs(300);
+/// An endless body stops after this many bytes (or when the client hangs up).
+pub const ENDLESS_LIMIT: usize = 512 << 20;
 /// The commit every revision resolves to.
 pub const COMMIT: &str = "def3e2dd0000000000000000000000000000cafe";
 
@@ -47,8 +51,22 @@ struct File {
     id: usize,
     bytes: Arc<Vec<u8>>,
     lfs: bool,
+    /// Whether resolve advertises the size (`X-Linked-Size`).
+    advertise_size: bool,
+    /// Serve an endless body from the CDN.
+    endless: Option<Endless>,
     /// What X-Linked-Etag claims (the real SHA-256 unless a fault says otherwise).
     claimed_sha256: String,
+}
+
+/// How an endless CDN body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endless {
+    /// No `Content-Length`; the body ends when the connection closes (never, unless the
+    /// client hangs up).
+    NoLength,
+    /// A `Content-Length` of this many bytes, larger than the advertised size.
+    Length(u64),
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +145,8 @@ impl HubServer {
                 id,
                 bytes: Arc::new(bytes),
                 lfs,
+                advertise_size: true,
+                endless: None,
                 claimed_sha256,
             },
         );
@@ -149,6 +169,18 @@ impl HubServer {
             .get_mut(&(repo.to_string(), path.to_string()))
         {
             f.claimed_sha256 = sha256_hex(other);
+        }
+    }
+
+    /// Makes the CDN stream an endless body for this file (`X-Linked-Size` still claims
+    /// its real size unless `advertise_size` is false).
+    pub fn serve_endless(&self, repo: &str, path: &str, mode: Endless, advertise_size: bool) {
+        if let Some(f) = lock(&self.state)
+            .files
+            .get_mut(&(repo.to_string(), path.to_string()))
+        {
+            f.endless = Some(mode);
+            f.advertise_size = advertise_size;
         }
     }
 
@@ -291,13 +323,15 @@ fn handle(mut stream: TcpStream, port: u16, state: &Mutex<State>) -> std::io::Re
                 return not_found(&mut stream, "EntryNotFound", head);
             };
             if f.lfs {
-                let headers = [
+                let mut headers = vec![
                     ("Location", format!("http://127.0.0.1:{port}/cdn/{}", f.id)),
                     ("X-Linked-Etag", format!("\"{}\"", f.claimed_sha256)),
-                    ("X-Linked-Size", f.bytes.len().to_string()),
                     ("X-Repo-Commit", COMMIT.to_string()),
                     ("ETag", format!("\"{}\"", f.claimed_sha256)),
                 ];
+                if f.advertise_size {
+                    headers.push(("X-Linked-Size", f.bytes.len().to_string()));
+                }
                 respond(&mut stream, "302 Found", &headers, b"", head)
             } else {
                 let headers = [
@@ -370,6 +404,9 @@ fn cdn(
     let Some(file) = file else {
         return not_found(stream, "EntryNotFound", head);
     };
+    if let Some(mode) = file.endless {
+        return endless(stream, mode, head);
+    }
     let len = file.bytes.len();
     let start = range
         .and_then(|r| r.strip_prefix("bytes="))
@@ -409,6 +446,27 @@ fn cdn(
     if cut.is_some() {
         let _ = stream.shutdown(Shutdown::Both);
     }
+    Ok(())
+}
+
+/// Streams zeros until the client hangs up or [`ENDLESS_LIMIT`] bytes are out.
+fn endless(stream: &mut TcpStream, mode: Endless, head: bool) -> std::io::Result<()> {
+    let mut text = String::from("HTTP/1.1 200 OK\r\nConnection: close\r\n");
+    if let Endless::Length(n) = mode {
+        text.push_str(&format!("Content-Length: {n}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes())?;
+    if head {
+        return Ok(());
+    }
+    let chunk = vec![0u8; 64 * 1024];
+    let mut sent = 0;
+    while sent < ENDLESS_LIMIT {
+        stream.write_all(&chunk)?;
+        sent += chunk.len();
+    }
+    let _ = stream.shutdown(Shutdown::Both);
     Ok(())
 }
 

@@ -298,7 +298,7 @@ pub fn from_llama2c_tokenizer(
 /// else a llama2.c tokenizer for `vocab_size` tokens.
 pub fn from_file(path: &Path, vocab_size: usize) -> Result<ConvertedTokenizer, ConvertError> {
     let mut head = [0u8; 1];
-    let n = std::fs::File::open(path)
+    let n = runanywhere_formats::fs::open_regular(path)
         .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
         .map_err(|e| ConvertError::io(path, e))?;
     let is_json = n == 1 && head[0] == b'{';

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
-use runanywhere::chat::{ChatMessage, ChatTemplate, FALLBACK_STOP};
+use runanywhere::chat::{drop_oldest_turns, ChatMessage, ChatTemplate, FALLBACK_STOP};
 use runanywhere::metrics::RunMetrics;
 use runanywhere::registry::Registry;
 use runanywhere::{Model, Prompt};
@@ -43,6 +43,7 @@ pub(crate) fn run(registry: &Registry, args: &ChatArgs) -> anyhow::Result<ExitCo
         .collect();
     let mut messages = start.clone();
     let mut last_metrics: Option<RunMetrics> = None;
+    let mut failed_turns = 0u32;
     let mut stdout = std::io::stdout().lock();
     let mut lines = std::io::stdin().lock().lines();
     loop {
@@ -76,6 +77,21 @@ pub(crate) fn run(registry: &Registry, args: &ChatArgs) -> anyhow::Result<ExitCo
                 // A Ctrl-C pressed at the prompt must not cancel this reply.
                 INTERRUPTED.store(false, Ordering::SeqCst);
                 messages.push(ChatMessage::new("user", line.as_str()));
+                let fitted = fit_context(&model, &template, &mut messages, args);
+                match fitted {
+                    Ok(0) => {}
+                    Ok(n) => eprintln!(
+                        "note: dropped the {n} oldest message(s) to fit the {}-token context \
+                         (/reset starts over; --ctx-size sets a larger context)",
+                        model.info().context_length
+                    ),
+                    Err(e) => {
+                        messages.pop();
+                        failed_turns += 1;
+                        eprintln!("error: {}", super::escape_controls(&format!("{e:#}")));
+                        continue;
+                    }
+                }
                 match reply(
                     &model,
                     &template,
@@ -92,14 +108,74 @@ pub(crate) fn run(registry: &Registry, args: &ChatArgs) -> anyhow::Result<ExitCo
                     Err(e) => {
                         // The turn failed; the conversation goes on without it.
                         messages.pop();
-                        eprintln!("error: {e:#}");
+                        failed_turns += 1;
+                        let overflow = e
+                            .downcast_ref::<runanywhere::Error>()
+                            .and_then(runanywhere::Error::engine_error)
+                            .is_some_and(|e| e.kind() == runanywhere::ErrorKind::ContextOverflow);
+                        let hint = if overflow {
+                            " (/reset starts the conversation over)"
+                        } else {
+                            ""
+                        };
+                        eprintln!("error: {}{hint}", super::escape_controls(&format!("{e:#}")));
                     }
                 }
                 INTERRUPTED.store(false, Ordering::SeqCst);
             }
         }
     }
+    // A script (stdin not a terminal) learns from the exit code that a turn failed.
+    if failed_turns > 0 && !interactive {
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Drops the oldest turns until the rendered conversation leaves room for a reply (a
+/// quarter of the context, or `--max-tokens` if smaller). Returns how many messages were
+/// dropped; fails when the new message alone is too long.
+fn fit_context(
+    model: &Model,
+    template: &ChatTemplate,
+    messages: &mut Vec<ChatMessage>,
+    args: &ChatArgs,
+) -> anyhow::Result<usize> {
+    let context = model.info().context_length as usize;
+    if context == 0 {
+        return Ok(0);
+    }
+    let mut room = (context / 4).max(1);
+    if args.sampling.max_tokens > 0 {
+        room = room.min(args.sampling.max_tokens as usize);
+    }
+    let mut prompt_tokens = 0;
+    let fitted = drop_oldest_turns(messages, |m| -> anyhow::Result<bool> {
+        let prompt = template.render(m, true)?;
+        prompt_tokens = model
+            .tokenize(&prompt, add_bos(model, &prompt), true)?
+            .len();
+        Ok(prompt_tokens + room <= context)
+    })?;
+    fitted.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the message is too long: the conversation needs {prompt_tokens} tokens with it, \
+             and the {context}-token context must also leave {room} for the reply; send a \
+             shorter message, /reset, or use a larger --ctx-size"
+        )
+    })
+}
+
+/// Whether the engine should add BOS: templates usually write it themselves; add it
+/// only when this one does not.
+fn add_bos(model: &Model, prompt: &str) -> bool {
+    let bos_text = model
+        .info()
+        .bos
+        .into_option()
+        .and_then(|id| model.token_piece(id).ok())
+        .filter(|b| !b.is_empty());
+    !bos_text.is_some_and(|b| prompt.as_bytes().starts_with(&b))
 }
 
 /// The template to use, and stop strings that go with it.
@@ -115,7 +191,7 @@ fn choose_template(model: &Model, args: &ChatArgs) -> anyhow::Result<(ChatTempla
     let source = match (&args.chat_template, &args.chat_template_file) {
         (Some(t), _) => Some(t.clone()),
         (None, Some(file)) => Some(
-            std::fs::read_to_string(file)
+            runanywhere_formats::fs::read_regular_to_string(file)
                 .with_context(|| format!("reading the chat template {}", file.display()))?,
         ),
         (None, None) => info
@@ -148,14 +224,7 @@ fn reply(
 ) -> anyhow::Result<(String, runanywhere::GenerationStats)> {
     let prompt = template.render(messages, true)?;
     let mut request = request_from(&args.sampling, seed, Prompt::Text(prompt.as_str().into()));
-    // Templates usually write BOS themselves; add it only when this one does not.
-    let bos_text = model
-        .info()
-        .bos
-        .into_option()
-        .and_then(|id| model.token_piece(id).ok())
-        .filter(|b| !b.is_empty());
-    request.add_special = !bos_text.is_some_and(|b| prompt.as_bytes().starts_with(&b));
+    request.add_special = add_bos(model, &prompt);
     request.parse_special = true;
     request
         .stop

@@ -46,7 +46,11 @@ pub(crate) fn run(registry: &Registry, args: &EnginesArgs) -> anyhow::Result<Exi
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        writeln!(out, "No engine plugins found. {}", registry.describe())?;
+        writeln!(
+            out,
+            "No engine plugins found. {}",
+            super::table::escape_controls(&registry.describe())
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let table: Vec<[String; 6]> = rows
@@ -79,7 +83,7 @@ pub(crate) fn run(registry: &Registry, args: &EnginesArgs) -> anyhow::Result<Exi
     for (line, json) in lines[1..].iter().zip(&rows) {
         writeln!(out, "{line}")?;
         if let Some(reason) = json["reason"].as_str() {
-            writeln!(out, "    reason: {reason}")?;
+            writeln!(out, "    reason: {}", super::table::escape_cell(reason))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -23,6 +23,7 @@ pub(crate) use args::Cli;
 use args::Command;
 use runanywhere::registry::{search_dirs, Registry};
 use runanywhere::store::{Catalog, PullSpec, Store};
+pub(crate) use table::escape_controls;
 
 /// Sets up `tracing` to stderr: warnings by default, more with `-v`, or `RUNANYWHERE_LOG`.
 pub(crate) fn init_logging(verbose: u8) {
@@ -75,7 +76,7 @@ pub(crate) fn resolve_model(registry: &Registry, value: &str) -> anyhow::Result<
         path: PathBuf::from(value),
         tokenizer: None,
     };
-    if as_given.path.exists() {
+    if std::fs::symlink_metadata(&as_given.path).is_ok() {
         return Ok(as_given);
     }
     let store = match Store::from_env() {

@@ -109,7 +109,9 @@ pub(crate) fn info(registry: &Registry, args: &InfoArgs) -> anyhow::Result<ExitC
 fn locate(value: &str) -> anyhow::Result<(PathBuf, Option<ModelEntry>)> {
     let path = PathBuf::from(value);
     let store = Store::from_env();
-    if path.exists() {
+    // A dangling link or a link loop is a path too: verify reports what is wrong with it
+    // (e.g. ELOOP) rather than looking it up as a store id.
+    if std::fs::symlink_metadata(&path).is_ok() {
         let entry = store
             .ok()
             .and_then(|s| s.entry_for_path(&path).ok().flatten());

@@ -4,6 +4,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+use runanywhere_formats::fs::open_regular;
+
 use sha2::{Digest, Sha256};
 
 /// Lowercase hex of `bytes`.
@@ -28,7 +30,7 @@ pub(crate) fn feed(reader: &mut impl Read, mut hasher: impl FnMut(&[u8])) -> std
 /// The SHA-256 of the file at `path`, with its size.
 pub(crate) fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
-    let size = feed(&mut File::open(path)?, |b| hasher.update(b))?;
+    let size = feed(&mut open_regular(path)?, |b| hasher.update(b))?;
     Ok((hex(&hasher.finalize()), size))
 }
 
@@ -37,7 +39,7 @@ pub(crate) fn copy_hashing(src: &Path, dst: &Path) -> std::io::Result<(String, u
     let mut out = File::create(dst)?;
     let mut hasher = Sha256::new();
     let mut write_error = None;
-    let size = feed(&mut File::open(src)?, |b| {
+    let size = feed(&mut open_regular(src)?, |b| {
         hasher.update(b);
         if write_error.is_none() {
             if let Err(e) = std::io::Write::write_all(&mut out, b) {

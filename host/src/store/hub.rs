@@ -80,6 +80,18 @@ pub enum HubError {
         /// What was wrong.
         message: String,
     },
+    /// The server sent more bytes than the file can have: more than its advertised size,
+    /// or, when no size was advertised, more than the cap the store set (the free disk
+    /// space). The download was stopped before writing past the limit.
+    #[error("{url} sent more than {limit} bytes ({}), {why}; the download was stopped", crate::store::human_bytes(*limit))]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// The most bytes the file may have.
+        limit: u64,
+        /// Where the limit comes from.
+        why: &'static str,
+    },
     /// The partial download could not be read or written.
     #[error("{action} {}: {source}", path.display())]
     Io {
@@ -355,12 +367,24 @@ impl HubClient {
     /// Downloads `remote` into `partial`, continuing after the bytes it already holds,
     /// and returns the digests of the whole file. A server that ignores `Range` makes
     /// the download start over.
+    ///
+    /// Never writes more than the file's advertised size, or `unsized_cap` bytes when
+    /// the Hub advertised none: a server that streams an endless body gets
+    /// [`HubError::TooLarge`] as soon as it passes the limit, not a full disk.
     pub(crate) fn download(
         &self,
         remote: &RemoteFile,
         partial: &Path,
+        unsized_cap: u64,
         progress: &mut dyn PullProgress,
     ) -> Result<Downloaded, HubError> {
+        let (limit, why) = match remote.size {
+            Some(size) => (size, "its advertised size"),
+            None => (
+                unsized_cap,
+                "the cap for a file of unknown size (the free disk space)",
+            ),
+        };
         let io = |action: &'static str| {
             move |source| HubError::Io {
                 action,
@@ -440,6 +464,23 @@ impl HubClient {
                 )
                 .map(|_| ())?,
             }
+            let too_large = || {
+                Failure::Fatal(HubError::TooLarge {
+                    url: url.clone(),
+                    limit,
+                    why,
+                })
+            };
+            // A body announced longer than the file can be is refused before a byte of it
+            // is written.
+            let announced = response
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if announced.is_some_and(|n| state.len.saturating_add(n) > limit) {
+                return Err(too_large());
+            }
             file.seek(SeekFrom::End(0))
                 .map_err(|e| Failure::Fatal(io("cannot seek")(e)))?;
             let mut body = response.into_body().into_reader();
@@ -455,6 +496,9 @@ impl HubClient {
                         )))
                     }
                 };
+                if state.len.saturating_add(n as u64) > limit {
+                    return Err(too_large());
+                }
                 file.write_all(&buf[..n])
                     .map_err(|e| Failure::Fatal(io("cannot write")(e)))?;
                 state.update(&buf[..n]);

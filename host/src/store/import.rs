@@ -68,7 +68,24 @@ impl Store {
         let files = if is_dir {
             folder_files(&source)?
         } else {
-            vec![source.clone()]
+            // A single file brings the files verification found it needs (ONNX external
+            // data), which must lie next to it to be found there again in the store.
+            let dir = source.parent().unwrap_or(Path::new("/"));
+            if let Some(far) = verification.files.iter().find(|f| f.parent() != Some(dir)) {
+                return Err(StoreError::Invalid {
+                    path: source.clone(),
+                    problem: runanywhere_formats::Problem {
+                        file: far.clone(),
+                        offset: None,
+                        message: format!(
+                            "the model's data file is not next to it; import the folder {} \
+                             instead",
+                            dir.display()
+                        ),
+                    },
+                });
+            }
+            verification.files.clone()
         };
         if !options.link {
             std::fs::create_dir_all(&self.home)

@@ -50,8 +50,10 @@ impl Store {
     ) -> Result<ModelEntry, StoreError> {
         let result = self.install_staged(staging, spec, engines);
         if result.is_err() {
-            if let Err(e) = std::fs::remove_dir_all(staging) {
-                tracing::warn!("cannot remove {}: {e}", staging.display());
+            match std::fs::remove_dir_all(staging) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("cannot remove {}: {e}", staging.display()),
             }
         }
         result
@@ -124,22 +126,32 @@ impl Store {
             id,
         };
         let target = self.models_dir().join(&entry.id);
-        self.update(|models| {
-            if let Some(existing) = models.iter().find(|e| e.id == entry.id) {
-                return Err(StoreError::IdTaken {
-                    id: entry.id.clone(),
-                    source_of: existing.source.clone(),
-                });
+        // If the registry cannot be written, the model goes back to staging (and from
+        // there away): no folder is left in `models/` that the registry does not list.
+        let undo = || {
+            if let Err(e) = std::fs::rename(&target, staging) {
+                tracing::warn!("cannot take back {}: {e}", target.display());
             }
-            // A folder without an entry is what an interrupted install or removal left.
-            if target.exists() {
-                std::fs::remove_dir_all(&target)
-                    .map_err(|e| StoreError::io("cannot remove the stale", &target, e))?;
-            }
-            std::fs::rename(staging, &target)
-                .map_err(|e| StoreError::io("cannot move the model into", &target, e))?;
-            models.push(entry.clone());
-            Ok(entry.clone())
-        })
+        };
+        self.update_or_undo(
+            |models| {
+                if let Some(existing) = models.iter().find(|e| e.id == entry.id) {
+                    return Err(StoreError::IdTaken {
+                        id: entry.id.clone(),
+                        source_of: existing.source.clone(),
+                    });
+                }
+                // A folder without an entry is what an interrupted install or removal left.
+                if target.exists() {
+                    std::fs::remove_dir_all(&target)
+                        .map_err(|e| StoreError::io("cannot remove the stale", &target, e))?;
+                }
+                std::fs::rename(staging, &target)
+                    .map_err(|e| StoreError::io("cannot move the model into", &target, e))?;
+                models.push(entry.clone());
+                Ok(entry.clone())
+            },
+            undo,
+        )
     }
 }

@@ -291,6 +291,22 @@ impl Store {
         registry::update(&self.registry_path(), &self.lock_path("registry"), change)
     }
 
+    /// [`Store::update`], running `undo` (under the lock) when the registry write fails.
+    fn update_or_undo<T>(
+        &self,
+        change: impl FnOnce(&mut Vec<ModelEntry>) -> Result<T, StoreError>,
+        undo: impl FnOnce(),
+    ) -> Result<T, StoreError> {
+        std::fs::create_dir_all(&self.home)
+            .map_err(|e| StoreError::io("cannot create", &self.home, e))?;
+        registry::update_or_undo(
+            &self.registry_path(),
+            &self.lock_path("registry"),
+            change,
+            undo,
+        )
+    }
+
     /// Every installed model, by id.
     pub fn list(&self) -> Result<Vec<ModelEntry>, StoreError> {
         registry::load(&self.registry_path())
@@ -462,6 +478,10 @@ mod tests {
         assert!(store.list().unwrap().is_empty());
         let left: Vec<_> = std::fs::read_dir(store.models_dir()).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
-        assert!(dir.path().join("locks").join("model-m.lock").exists());
+        // The model lock was taken (its folder exists) and cleaned up on release.
+        let locks: Vec<_> = std::fs::read_dir(dir.path().join("locks"))
+            .unwrap()
+            .collect();
+        assert!(locks.is_empty(), "{locks:?}");
     }
 }

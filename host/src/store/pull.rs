@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::hub::{HubClient, RemoteFile, TreeEntry};
+use super::hub::{HubClient, HubError, RemoteFile, TreeEntry};
 use super::install::Install;
 use super::lock::FileLock;
 use super::registry::{FileRecord, ModelEntry};
@@ -226,50 +226,25 @@ impl Store {
         let downloads = self.home.join("downloads").join(&id);
         std::fs::create_dir_all(&downloads)
             .map_err(|e| StoreError::io("cannot create", &downloads, e))?;
-        let mut left = 0u64;
-        for (w, remote) in wanted.iter().zip(&remotes) {
-            let (partial, meta_path) = partial_paths(&downloads, w.name());
-            let meta = PartialMeta {
-                etag: remote.etag.clone(),
-                size: remote.size,
-                source: format!("{}/{}@{}", plan.repo, w.path, plan.revision),
-            };
-            let kept = std::fs::read(&meta_path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<PartialMeta>(&b).ok())
-                .is_some_and(|old| old == meta && meta.etag.is_some());
-            if !kept {
-                remove_if_present(&partial)?;
-                let json = serde_json::to_vec(&meta).unwrap_or_default();
-                std::fs::write(&meta_path, json)
-                    .map_err(|e| StoreError::io("cannot write", &meta_path, e))?;
-            }
-            let have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-            left = left.saturating_add(remote.size.unwrap_or(0).saturating_sub(have));
-        }
-        disk::ensure_space(&self.home, left)?;
-
-        let mut records = Vec::with_capacity(wanted.len());
-        for (w, remote) in wanted.iter().zip(&remotes) {
-            let (partial, meta_path) = partial_paths(&downloads, w.name());
-            let got = hub.download(remote, &partial, progress)?;
-            if let Err(e) = check_download(w, remote, &got) {
-                remove_if_present(&partial)?;
-                remove_if_present(&meta_path)?;
+        let fetched = self.fetch(hub, &plan, &wanted, &remotes, &downloads, progress);
+        let records = match fetched {
+            Ok(records) => records,
+            Err(e) => {
+                // Whatever failed, only resumable partial files (a valid prefix of
+                // content the Hub identified) are kept for the next pull, and no download
+                // folder of this id is left empty.
+                for w in &wanted {
+                    let (partial, meta_path) = partial_paths(&downloads, w.name());
+                    if !partial.exists() {
+                        remove_if_present(&meta_path)?;
+                    }
+                }
+                if let Err(err) = std::fs::remove_dir(&downloads) {
+                    tracing::debug!("keeping {}: {err}", downloads.display());
+                }
                 return Err(e);
             }
-            if remote.sha256.is_none() && remote.git_sha1.is_none() && w.pinned.is_none() {
-                progress.note(&format!(
-                    "{}: the Hub published no checksum; only the size was checked",
-                    w.path
-                ));
-            }
-            records.push(FileRecord {
-                name: w.name().to_string(),
-                size: got.size,
-                sha256: got.sha256,
-            });
-        }
+        };
 
         let staging = self.staging_dir(&id)?;
         for w in &wanted {
@@ -293,6 +268,81 @@ impl Store {
         };
         self.install(&staging, spec, engines)
             .map(PullOutcome::Pulled)
+    }
+
+    /// Downloads every wanted file into `downloads`, after checking the disk has room for
+    /// what is left, and returns their records. A failed file's partial download is
+    /// deleted unless it can be resumed: the connection broke (not the content) and the
+    /// Hub gave both its size and an ETag to check the next attempt against.
+    fn fetch(
+        &self,
+        hub: &HubClient,
+        plan: &Plan,
+        wanted: &[Wanted],
+        remotes: &[RemoteFile],
+        downloads: &Path,
+        progress: &mut dyn PullProgress,
+    ) -> Result<Vec<FileRecord>, StoreError> {
+        let mut left = 0u64;
+        for (w, remote) in wanted.iter().zip(remotes) {
+            let (partial, meta_path) = partial_paths(downloads, w.name());
+            let meta = PartialMeta {
+                etag: remote.etag.clone(),
+                size: remote.size,
+                source: format!("{}/{}@{}", plan.repo, w.path, plan.revision),
+            };
+            let have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+            let kept = std::fs::read(&meta_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<PartialMeta>(&b).ok())
+                .is_some_and(|old| old == meta && resumable(remote))
+                && remote.size.is_some_and(|size| have <= size);
+            if !kept {
+                remove_if_present(&partial)?;
+                let json = serde_json::to_vec(&meta).map_err(|e| {
+                    StoreError::io("cannot write", &meta_path, std::io::Error::other(e))
+                })?;
+                std::fs::write(&meta_path, json)
+                    .map_err(|e| StoreError::io("cannot write", &meta_path, e))?;
+            }
+            let have = if kept { have } else { 0 };
+            left = left.saturating_add(remote.size.unwrap_or(0).saturating_sub(have));
+        }
+        disk::ensure_space(&self.home, left)?;
+        // A file of unknown size may take what the known ones leave free, no more.
+        let unsized_cap = disk::available_space(&self.home)?.saturating_sub(left);
+
+        let mut records = Vec::with_capacity(wanted.len());
+        for (w, remote) in wanted.iter().zip(remotes) {
+            let (partial, meta_path) = partial_paths(downloads, w.name());
+            let got = hub
+                .download(remote, &partial, unsized_cap, progress)
+                .map_err(StoreError::from)
+                .and_then(|got| check_download(w, remote, &got).map(|()| got));
+            let got = match got {
+                Ok(got) => got,
+                Err(e) => {
+                    let network = matches!(e, StoreError::Hub(HubError::Network { .. }));
+                    if !(network && resumable(remote)) {
+                        remove_if_present(&partial)?;
+                        remove_if_present(&meta_path)?;
+                    }
+                    return Err(e);
+                }
+            };
+            if remote.sha256.is_none() && remote.git_sha1.is_none() && w.pinned.is_none() {
+                progress.note(&format!(
+                    "{}: the Hub published no checksum; only the size was checked",
+                    w.path
+                ));
+            }
+            records.push(FileRecord {
+                name: w.name().to_string(),
+                size: got.size,
+                sha256: got.sha256,
+            });
+        }
+        Ok(records)
     }
 
     /// The files the plan's patterns name, listing folders on the Hub for `*` patterns.
@@ -348,6 +398,12 @@ impl Store {
         }
         Ok(wanted)
     }
+}
+
+/// Whether a partial download of `remote` can be resumed later: only when the Hub said
+/// how large the file is and identified its content.
+fn resumable(remote: &RemoteFile) -> bool {
+    remote.size.is_some() && remote.etag.is_some()
 }
 
 fn partial_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {

@@ -70,7 +70,7 @@ struct RegistryFile {
 
 /// The entries in `path`; none when the file does not exist yet.
 pub(crate) fn load(path: &Path) -> Result<Vec<ModelEntry>, StoreError> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match runanywhere_formats::fs::read_regular_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(StoreError::io("cannot read", path, e)),
@@ -139,12 +139,28 @@ pub(crate) fn update<T>(
     lock: &Path,
     change: impl FnOnce(&mut Vec<ModelEntry>) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
+    update_or_undo(path, lock, change, || {})
+}
+
+/// Like [`update`], but when the new registry cannot be written (a full disk), `undo`
+/// runs, still under the lock, to take back what `change` did outside the registry
+/// (e.g. a folder moved into `models/`), so nothing is left that the registry does not
+/// know about.
+pub(crate) fn update_or_undo<T>(
+    path: &Path,
+    lock: &Path,
+    change: impl FnOnce(&mut Vec<ModelEntry>) -> Result<T, StoreError>,
+    undo: impl FnOnce(),
+) -> Result<T, StoreError> {
     let _guard = FileLock::acquire(lock, || {
         tracing::info!("waiting for another runanywhere process to update the registry");
     })?;
     let mut models = load(path)?;
     let result = change(&mut models)?;
-    save(path, models)?;
+    if let Err(e) = save(path, models) {
+        undo();
+        return Err(e);
+    }
     Ok(result)
 }
 

@@ -109,14 +109,20 @@ fn detect(path: &Path) -> Result<Source, EngineError> {
         )));
     }
     let mut head = Vec::with_capacity(28);
-    std::fs::File::open(path)
+    runanywhere_formats::fs::open_regular(path)
         .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 28), &mut head))
         .map_err(|e| EngineError::invalid_model(format!("cannot read {}: {e}", path.display())))?;
     if head.starts_with(b"GGUF") {
         return Ok(Source::Gguf(path.to_path_buf()));
     }
-    if let Ok(config) = Llama2cConfig::from_header(path, &head) {
-        return Ok(Source::Llama2c(path.to_path_buf(), config));
+    match Llama2cConfig::from_header(path, &head) {
+        Ok(config) => return Ok(Source::Llama2c(path.to_path_buf(), config)),
+        // A plausible llama2.c header whose shape no engine runs: say so, not
+        // "unrecognised content".
+        Err(e) if runanywhere_formats::llama2c::Header::parse(&head).is_some() => {
+            return Err(EngineError::invalid_model(e.to_string()));
+        }
+        Err(_) => {}
     }
     Err(EngineError::invalid_model(format!(
         "{}: {} (expected a GGUF file, a llama2.c checkpoint or a Hugging Face folder)",

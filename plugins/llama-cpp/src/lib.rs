@@ -41,6 +41,7 @@
 //!   maximum winning ties, so greedy output matches reference token ids.
 
 use std::ffi::{c_char, CStr};
+use std::io::Write;
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -91,6 +92,7 @@ fn backend() -> Result<&'static LlamaBackend, EngineError> {
     BACKEND
         .get_or_init(|| {
             route_logs();
+            install_abort_hook();
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
@@ -104,6 +106,30 @@ fn route_logs() {
     if std::env::var_os(LOG_ENV).is_none() {
         llama_cpp_2::send_logs_to_tracing(LogOptions::default().with_logs_enabled(true));
     }
+}
+
+/// Replaces ggml's abort report. By default a failed `GGML_ASSERT` prints a backtrace
+/// by forking `gdb` (about 6 s) before it aborts; this hook writes the one-line message
+/// instead. The process still aborts: the structural checks of `runanywhere_formats`
+/// exist so that model files never get this far, and out-of-process workers are the
+/// second line of defence.
+fn install_abort_hook() {
+    // SAFETY: `on_ggml_abort` matches `ggml_abort_callback_t` and stays valid for the
+    // life of the process; setting the callback has no other precondition.
+    unsafe {
+        llama_cpp_sys_2::ggml_set_abort_callback(Some(on_ggml_abort));
+    }
+}
+
+/// ggml's abort callback: reports the message on stderr, then returns, and ggml aborts.
+extern "C" fn on_ggml_abort(message: *const c_char) {
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: ggml passes null or a NUL-terminated message valid during the call.
+        let text = unsafe { c_string(message) };
+        tracing::error!("llama.cpp aborted: {text}");
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "llama.cpp aborted the process: {}", text.trim_end());
+    });
 }
 
 /// Copies a C string.
@@ -241,6 +267,15 @@ impl LlamaCppModel {
         }
         let path = Path::new(path_str);
         let summary = check_gguf(path)?;
+        // llama.cpp asserts on a vocabulary of type "none" (every token-attribute lookup,
+        // done here at load for the end-of-generation ids).
+        let tokenizer = summary.facts.details.get("gguf.tokenizer_model");
+        if let Some(kind) = tokenizer.filter(|k| matches!(k.as_str(), "none" | "no_vocab")) {
+            return Err(EngineError::invalid_model(format!(
+                "{path_str}: the model has no vocabulary (tokenizer.ggml.model = {kind:?}); \
+                 the llama.cpp engine needs one to tokenize and generate"
+            )));
+        }
         if let ROption::RSome(tokenizer) = &request.tokenizer_path {
             tracing::warn!(
                 tokenizer = tokenizer.as_str(),

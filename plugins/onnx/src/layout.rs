@@ -281,10 +281,11 @@ fn hf_config(path: &Path, json: &Value) -> ModelConfig {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|source| OnnxError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        runanywhere_formats::fs::read_regular_to_string(path).map_err(|source| OnnxError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     serde_json::from_str(&text)
         .map_err(|e| OnnxError::InvalidModel(format!("{}: invalid JSON: {e}", path.display())))
 }

@@ -498,7 +498,8 @@ fn model_info(
 /// The chat template of `tokenizer_config.json`: a string, or a list of named templates
 /// of which `default` is taken.
 fn chat_template(path: &Path) -> Option<String> {
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let json: Value =
+        serde_json::from_str(&runanywhere_formats::fs::read_regular_to_string(path).ok()?).ok()?;
     match json.get("chat_template")? {
         Value::String(s) => Some(s.clone()),
         Value::Array(items) => items

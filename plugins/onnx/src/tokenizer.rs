@@ -20,7 +20,7 @@ use crate::error::{OnnxError, Result};
 
 /// Reads `tokenizer.json`.
 pub(crate) fn read(path: &Path) -> Result<Tokenizer> {
-    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+    let bytes = runanywhere_formats::fs::read_regular(path).map_err(|source| OnnxError::Io {
         path: path.to_path_buf(),
         source,
     })?;

@@ -1,8 +1,6 @@
 //! GGUF llama-family models through Candle's `quantized_llama`, which keeps quantised
 //! weights quantised and dequantises F32/F16/BF16 ones to `f32`.
 
-use std::fs::File;
-
 use candle_core::Device;
 use candle_transformers::models::quantized_llama::ModelWeights;
 use runanywhere_convert::gguf::GgufFile;
@@ -23,7 +21,8 @@ impl GgufLlama {
     /// [`runanywhere_convert::llama::gguf_params`], which must have accepted it).
     pub(crate) fn load(gguf: GgufFile) -> Result<Self, ConvertError> {
         let path = gguf.path().to_path_buf();
-        let mut file = File::open(&path).map_err(|e| ConvertError::io(&path, e))?;
+        let mut file =
+            runanywhere_formats::fs::open_regular(&path).map_err(|e| ConvertError::io(&path, e))?;
         let weights = ModelWeights::from_gguf(gguf.into_content(), &mut file, &Device::Cpu)
             .map_err(|e| ConvertError::candle(&path, e))?;
         Ok(GgufLlama { weights })
