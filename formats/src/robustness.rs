@@ -163,3 +163,79 @@ fn damaged_inputs_never_panic_and_truncations_are_refused() {
     }
     assert!(checked > 40_000, "{checked}");
 }
+
+/// Every hyperparameter key the checks read, with values and GGUF types at and around
+/// the edges llama.cpp asserts on: no combination panics, and a file that passes has a
+/// value llama.cpp accepts (checked here for the keys with a plain range).
+#[test]
+fn hyperparameter_values_at_the_edges_never_panic() {
+    use gguf::testing::{gguf, Value};
+    const KEYS: [(&str, Option<(i128, i128)>); 12] = [
+        ("llama.block_count", Some((1, 512))),
+        ("llama.context_length", Some((1, i32::MAX as i128))),
+        ("llama.embedding_length", Some((1, 1 << 20))),
+        ("llama.attention.head_count", Some((1, 1 << 16))),
+        ("llama.attention.head_count_kv", Some((1, 1 << 16))),
+        ("llama.attention.key_length", None),
+        ("llama.rope.dimension_count", None),
+        ("llama.expert_count", Some((0, 1024))),
+        ("llama.expert_used_count", None),
+        ("llama.attention.layer_norm_rms_epsilon", None),
+        ("llama.rope.freq_base", None),
+        ("tokenizer.ggml.bos_token_id", None),
+    ];
+    let ints: [i64; 12] = [0, 1, 2, 3, 7, 8, 512, 513, 1 << 31, -1, i64::MAX, i64::MIN];
+    let floats = [0.0f32, -1.0, -1e-30, 1e-5, f32::NAN, f32::INFINITY];
+    let mut checked = 0;
+    for (key, range) in KEYS {
+        let mut values: Vec<(Value<'_>, Option<i128>)> = Vec::new();
+        for v in ints {
+            values.push((
+                Value::Raw(4, (v as u32).to_le_bytes().to_vec()),
+                Some(i128::from(v as u32)),
+            ));
+            values.push((
+                Value::Raw(5, (v as i32).to_le_bytes().to_vec()),
+                Some(i128::from(v as i32)),
+            ));
+            values.push((
+                Value::Raw(11, v.to_le_bytes().to_vec()),
+                Some(i128::from(v)),
+            ));
+            let mut array = 4u32.to_le_bytes().to_vec();
+            array.extend_from_slice(&2u64.to_le_bytes());
+            array.extend_from_slice(&(v as u32).to_le_bytes());
+            array.extend_from_slice(&8u32.to_le_bytes());
+            values.push((Value::Raw(9, array), None));
+        }
+        for f in floats {
+            values.push((Value::Raw(6, f.to_le_bytes().to_vec()), None));
+        }
+        for (value, int) in values {
+            let file = gguf(
+                3,
+                &[
+                    ("general.architecture", Value::Str("llama")),
+                    ("llama.block_count", Value::U32(2)),
+                    ("llama.embedding_length", Value::U32(64)),
+                    ("llama.attention.head_count", Value::U32(8)),
+                    (
+                        "tokenizer.ggml.tokens",
+                        Value::StrArray(&["<s>", "</s>", "a"]),
+                    ),
+                    (key, value),
+                ],
+                &[],
+                0,
+            );
+            let v = verify_bytes(&file, "m.gguf");
+            checked += 1;
+            // A duplicate key is refused by the header walk itself; otherwise a passing
+            // file holds a value inside the range.
+            if let (true, Some((lo, hi)), Some(int)) = (v.is_ok(), range, int) {
+                assert!((lo..=hi).contains(&int), "{key} = {int} passed");
+            }
+        }
+    }
+    assert!(checked > 500, "{checked}");
+}
