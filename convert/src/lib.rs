@@ -24,10 +24,9 @@ pub mod onnx;
 pub mod output;
 pub mod safetensors;
 pub mod tokenizer;
-pub mod vocab;
 
 pub use error::ConvertError;
 pub use onnx::write_onnx_folder;
 pub use output::{ConvertOptions, Written};
+pub use runanywhere_tokenizer::{vocab, Vocab};
 pub use safetensors::write_hf_folder;
-pub use vocab::Vocab;

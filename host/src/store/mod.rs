@@ -190,7 +190,19 @@ impl StoreError {
 
 /// Bytes in binary units, e.g. `1.13 MiB`.
 pub fn human_bytes(bytes: u64) -> String {
-    indicatif::BinaryBytes(bytes).to_string()
+    // As indicatif's `BinaryBytes` writes them (the CLI's tables and JSON-free output
+    // have always used that form): "15 B", "1.46 KiB", "1.13 MiB".
+    const PREFIXES: [&str; 8] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut n = bytes as f64 / 1024.0;
+    let mut prefix = 0;
+    while n >= 1024.0 && prefix + 1 < PREFIXES.len() {
+        n /= 1024.0;
+        prefix += 1;
+    }
+    format!("{n:.2} {}B", PREFIXES[prefix])
 }
 
 /// Checks that `id` can name a model: 1–128 characters of ASCII letters, digits, `.`,
@@ -408,6 +420,21 @@ fn remove_dir(dir: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_are_written_like_indicatif_binary_bytes() {
+        for (n, text) in [
+            (15, "15 B"),
+            (1023, "1023 B"),
+            (1024, "1.00 KiB"),
+            (1_500, "1.46 KiB"),
+            (1_185_376, "1.13 MiB"),
+            (1_500_000_000, "1.40 GiB"),
+            (1_500_000_000_000_000, "1.33 PiB"),
+        ] {
+            assert_eq!(human_bytes(n), text);
+        }
+    }
 
     #[test]
     fn ids_are_validated_and_derived() {

@@ -26,13 +26,12 @@ use abi_stable::std_types::{ROption, RString, RVec};
 use ort::memory::Allocator;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynTensor, DynValue, Tensor};
-use runanywhere_convert::tokenizer::SpecialTokens;
-use runanywhere_convert::Vocab;
 use runanywhere_plugin_api::decode::{self, Decoding};
 use runanywhere_plugin_api::sampling::Sampler;
 use runanywhere_plugin_api::{
     EngineError, GenerateRequest, GenerationStats, KeyValue, LoadRequest, ModelInfo, SinkControl,
 };
+use runanywhere_tokenizer::{SpecialTokens, Vocab};
 use serde_json::Value;
 
 use crate::error::{OnnxError, Result};

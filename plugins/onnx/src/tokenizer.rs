@@ -1,5 +1,5 @@
 //! Tokenization: `tokenizer.json` read by the Hugging Face `tokenizers` crate and wrapped
-//! in [`runanywhere_convert::Vocab`], exactly as the Candle engine does.
+//! in [`runanywhere_tokenizer::Vocab`], exactly as the Candle engine does.
 //!
 //! ONNX models ship their tokenizer as `tokenizer.json`, which the `tokenizers` crate
 //! reads whole: normalizer, pre-tokenizer, model, post-processor (which decides whether a
@@ -12,8 +12,7 @@
 
 use std::path::Path;
 
-use runanywhere_convert::tokenizer::SpecialTokens;
-use runanywhere_convert::Vocab;
+use runanywhere_tokenizer::{SpecialTokens, Vocab};
 use tokenizers::Tokenizer;
 
 use crate::error::{OnnxError, Result};

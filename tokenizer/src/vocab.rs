@@ -20,7 +20,7 @@
 
 use tokenizers::Tokenizer;
 
-use crate::tokenizer::SpecialTokens;
+use crate::SpecialTokens;
 
 /// How the strings of a vocabulary encode bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,8 @@
-//! Command-line interface. The command and flag names are a contract other tools rely on.
+//! `runanywhere`: run LLMs locally through pluggable inference engines.
+//!
+//! A thin front end over the `runanywhere` library: argument parsing, terminal output
+//! (tables, progress bars, streaming), Ctrl-C. The command and flag names are a contract
+//! other tools rely on.
 
 mod args;
 mod bench;
@@ -19,11 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub(crate) use args::Cli;
-use args::Command;
+use args::{Cli, Command};
+use clap::Parser;
 use runanywhere::registry::{search_dirs, Registry};
 use runanywhere::store::{Catalog, PullSpec, Store};
-pub(crate) use table::escape_controls;
+use table::escape_controls;
 
 /// Sets up `tracing` to stderr: warnings by default, more with `-v`, or `RUNANYWHERE_LOG`.
 pub(crate) fn init_logging(verbose: u8) {
@@ -188,5 +192,24 @@ pub(crate) fn install_ctrl_c() {
     });
     if let Err(e) = result {
         tracing::warn!("cannot install the Ctrl-C handler: {e}");
+    }
+}
+
+fn main() -> ExitCode {
+    // ggml answers a failed assert or an uncaught C++ exception by forking gdb for a
+    // backtrace (seconds, and noise on the user's terminal) unless this is set. It is set
+    // here, before any thread or plugin exists, because changing the environment later
+    // races with other threads reading it.
+    if std::env::var_os("GGML_NO_BACKTRACE").is_none() {
+        std::env::set_var("GGML_NO_BACKTRACE", "1");
+    }
+    let args = Cli::parse();
+    init_logging(args.verbose);
+    match dispatch(args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {}", escape_controls(&format!("{err:#}")));
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,19 +1,20 @@
 //! Leaves a layout where `target/<profile>/runanywhere` finds the workspace's plugins
 //! with no flags: every `manifests/*.toml` is copied to `target/<profile>/plugins/`
 //! with its `library` rewritten to point at the cdylib cargo builds into
-//! `target/<profile>/`. The test-only fault manifests go to `target/<profile>/test-plugins/`.
+//! `target/<profile>/`. (Test fixtures stay out of it: the tests copy the manifests they
+//! need into temporary directories.)
 
 use std::path::{Path, PathBuf};
 use std::{env, fs};
 
-#[path = "src/libname.rs"]
+#[path = "../host/src/libname.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod libname;
 
 fn main() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("host/ lives inside the workspace")
+        .expect("cli/ lives inside the workspace")
         .to_path_buf();
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     // OUT_DIR = target/<profile>/build/<crate>-<hash>/out
@@ -21,14 +22,9 @@ fn main() {
         return;
     };
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_else(|_| "linux".into());
-    for (src, dst) in [
-        ("manifests", "plugins"),
-        ("tests/fixtures/manifests", "test-plugins"),
-    ] {
-        let src = workspace.join(src);
-        println!("cargo:rerun-if-changed={}", src.display());
-        copy_manifests(&src, &profile_dir.join(dst), &os);
-    }
+    let src = workspace.join("manifests");
+    println!("cargo:rerun-if-changed={}", src.display());
+    copy_manifests(&src, &profile_dir.join("plugins"), &os);
 }
 
 fn copy_manifests(src: &Path, dst: &Path, os: &str) {
