@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use runanywhere::{GenerateOptions, LoadOptions};
 
 /// Run large language models locally through pluggable inference engines.
 ///
@@ -115,27 +116,27 @@ pub(crate) struct ModelArgs {
 #[derive(Debug, Args, Clone)]
 pub(crate) struct SamplingArgs {
     /// Temperature; 0 = greedy (deterministic).
-    #[arg(long, value_name = "F", default_value_t = 0.8)]
+    #[arg(long, value_name = "F", default_value_t = defaults().temperature)]
     pub(crate) temperature: f32,
 
     /// Sample among the K most likely tokens (0 = off).
-    #[arg(long = "top-k", value_name = "N", default_value_t = 40)]
+    #[arg(long = "top-k", value_name = "N", default_value_t = defaults().top_k)]
     pub(crate) top_k: u32,
 
     /// Nucleus sampling threshold (1.0 = off).
-    #[arg(long = "top-p", value_name = "F", default_value_t = 0.95)]
+    #[arg(long = "top-p", value_name = "F", default_value_t = defaults().top_p)]
     pub(crate) top_p: f32,
 
     /// Drop tokens below F × the top probability (0 = off).
-    #[arg(long = "min-p", value_name = "F", default_value_t = 0.05)]
+    #[arg(long = "min-p", value_name = "F", default_value_t = defaults().min_p)]
     pub(crate) min_p: f32,
 
     /// Penalise repeated tokens (1.0 = off).
-    #[arg(long = "repeat-penalty", value_name = "F", default_value_t = 1.0)]
+    #[arg(long = "repeat-penalty", value_name = "F", default_value_t = defaults().repeat_penalty)]
     pub(crate) repeat_penalty: f32,
 
     /// How many recent tokens the repeat penalty looks at.
-    #[arg(long = "repeat-last-n", value_name = "N", default_value_t = 64)]
+    #[arg(long = "repeat-last-n", value_name = "N", default_value_t = defaults().repeat_last_n)]
     pub(crate) repeat_last_n: u32,
 
     /// Random seed (default: random, printed in the metrics).
@@ -147,13 +148,51 @@ pub(crate) struct SamplingArgs {
         short = 'n',
         long = "max-tokens",
         value_name = "N",
-        default_value_t = 256
+        default_value_t = defaults().max_tokens
     )]
     pub(crate) max_tokens: u32,
 
     /// Stop when the output contains S; S is not printed (repeatable).
     #[arg(long = "stop", value_name = "S")]
     pub(crate) stop: Vec<String>,
+}
+
+/// The runtime's generation defaults, which the flags' defaults show.
+fn defaults() -> GenerateOptions {
+    GenerateOptions::default()
+}
+
+impl SamplingArgs {
+    /// The generation options these flags ask for.
+    pub(crate) fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed: self.seed,
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+impl ModelArgs {
+    /// The load options these flags ask for.
+    pub(crate) fn load_options(&self, vocab_only: bool) -> LoadOptions {
+        LoadOptions {
+            engine: self.engine.clone(),
+            tokenizer: self.tokenizer.clone(),
+            context_length: self.ctx_size,
+            threads: self.threads,
+            batch_size: self.batch_size,
+            gpu_layers: self.gpu_layers,
+            vocab_only,
+            force: self.force,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -3,85 +3,35 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Instant;
 
-use runanywhere::metrics::RunMetrics;
-use runanywhere::registry::Registry;
-use runanywhere::{Prompt, SamplingParams, SinkControl};
-use serde::Serialize;
+use runanywhere::bench::bench;
+use runanywhere::{LoadOptions, Runtime};
 
-use super::args::{BenchArgs, ModelArgs};
+use super::args::BenchArgs;
 
-#[derive(Debug, Serialize)]
-struct EngineBench {
-    engine: String,
-    runs: u32,
-    load_ms: f64,
-    prompt_tokens: usize,
-    generated_tokens: u32,
-    /// Medians over the measured runs.
-    prefill_tok_s: f64,
-    decode_tok_s: f64,
-    ttft_ms: f64,
-    /// Tokens delivered to the host's sink per second of wall time, whole generate call.
-    sink_tok_s: f64,
-}
-
-pub(crate) fn run(registry: &Registry, args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    let path = super::resolve_model(registry, &args.model)?.path;
+pub(crate) fn run(runtime: &Runtime, args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let resolved = super::resolve_model(runtime, &args.model)?;
     let engines: Vec<String> = if args.engines.is_empty() {
-        vec![registry.select(&path, None)?.id().to_string()]
+        vec![runtime
+            .engines()
+            .select(&resolved.path, None)?
+            .id()
+            .to_string()]
     } else {
         args.engines.clone()
     };
     let mut results = Vec::new();
     for id in &engines {
-        let model_args = ModelArgs {
-            model: args.model.clone(),
+        let options = LoadOptions {
             engine: Some(id.clone()),
-            force: args.force,
             tokenizer: args.tokenizer.clone(),
-            ctx_size: args.ctx_size,
+            context_length: args.ctx_size,
             threads: args.threads,
-            batch_size: 0,
-            gpu_layers: 0,
+            force: args.force,
+            ..LoadOptions::default()
         };
-        let (model, load_ms) = super::load_model(registry, &model_args, false, 0)?;
-        let mut samples = Vec::new();
-        for i in 0..=args.runs.max(1) {
-            let mut request =
-                runanywhere::GenerateRequest::new(Prompt::Text(args.prompt.as_str().into()));
-            request.max_tokens = args.max_tokens;
-            request.sampling = SamplingParams::greedy();
-            let mut delivered = 0u64;
-            let t = Instant::now();
-            let stats = model.generate(request, |_, _| {
-                delivered += 1;
-                SinkControl::Continue
-            })?;
-            let wall = t.elapsed().as_secs_f64();
-            if i == 0 {
-                continue; // warm-up
-            }
-            samples.push((RunMetrics::new(load_ms, &stats), delivered as f64 / wall));
-        }
-        let median = |f: &dyn Fn(&(RunMetrics, f64)) -> f64| {
-            let mut v: Vec<f64> = samples.iter().map(f).collect();
-            v.sort_by(|a, b| a.total_cmp(b));
-            v[v.len() / 2]
-        };
-        let last = &samples[samples.len() - 1].0;
-        results.push(EngineBench {
-            engine: id.clone(),
-            runs: samples.len() as u32,
-            load_ms,
-            prompt_tokens: last.prompt_tokens,
-            generated_tokens: last.generated_tokens,
-            prefill_tok_s: median(&|s| s.0.prefill_tok_s),
-            decode_tok_s: median(&|s| s.0.decode_tok_s),
-            ttft_ms: median(&|s| s.0.ttft_ms),
-            sink_tok_s: median(&|s| s.1),
-        });
+        let model = runtime.load_resolved(&resolved, &options)?;
+        results.push(bench(&model, &args.prompt, args.max_tokens, args.runs)?);
     }
     let mut out = std::io::stdout().lock();
     if args.json {

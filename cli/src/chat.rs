@@ -1,31 +1,43 @@
 //! `runanywhere chat`: an interactive conversation rendered with the model's chat
-//! template. Reads stdin line by line, so it can be scripted when stdin is not a terminal.
+//! template (through the library's [`ChatSession`]). Reads stdin line by line, so it can
+//! be scripted when stdin is not a terminal.
 //!
 //! Each turn re-renders the whole conversation and generates from a fresh KV cache:
 //! simple and engine-independent; reusing the cache across turns is a later optimisation.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 
 use anyhow::Context;
-use runanywhere::chat::{drop_oldest_turns, ChatMessage, ChatTemplate, FALLBACK_STOP};
 use runanywhere::metrics::RunMetrics;
-use runanywhere::registry::Registry;
-use runanywhere::{Model, Prompt};
+use runanywhere::{ChatSession, ErrorKind, Runtime, Turn};
 
 use super::args::ChatArgs;
-use super::run::request_from;
 use super::stream::Stream;
-use super::{install_ctrl_c, INTERRUPTED};
 
 const HELP: &str = "commands: /reset (forget the conversation), /history (show it), \
 /stats (metrics of the last reply), /exit";
 
-pub(crate) fn run(registry: &Registry, args: &ChatArgs) -> anyhow::Result<ExitCode> {
-    let seed = args.sampling.seed.unwrap_or_else(super::random_seed);
-    let (model, load_ms) = super::load_model(registry, &args.model, false, seed)?;
-    let (template, extra_stop) = choose_template(&model, args)?;
+pub(crate) fn run(runtime: &Runtime, args: &ChatArgs) -> anyhow::Result<ExitCode> {
+    let options = args.sampling.options();
+    let seed = options.seed_or_random();
+    let loaded = super::load_model(runtime, &args.model, false)?;
+    let model = loaded.model();
+    let template = match (&args.chat_template, &args.chat_template_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(file)) => Some(
+            runanywhere_formats::fs::read_regular_to_string(file)
+                .with_context(|| format!("reading the chat template {}", file.display()))?,
+        ),
+        (None, None) => None,
+    };
+    let mut session = ChatSession::new(model, template.as_deref(), args.system.as_deref())?;
+    if session.uses_fallback() {
+        eprintln!(
+            "note: the model has no chat template; using a plain \"User:/Assistant:\" \
+             format (pass --chat-template or --chat-template-file to choose one)"
+        );
+    }
     let interactive = std::io::stdin().is_terminal();
     if interactive {
         eprintln!(
@@ -34,14 +46,12 @@ pub(crate) fn run(registry: &Registry, args: &ChatArgs) -> anyhow::Result<ExitCo
             model.engine_id()
         );
     }
-    install_ctrl_c();
+    let cancel = super::ctrl_c().clone();
+    let turn = Turn {
+        cancel: Some(cancel.clone()),
+        ..Turn::default()
+    };
 
-    let start: Vec<ChatMessage> = args
-        .system
-        .iter()
-        .map(|s| ChatMessage::new("system", s.as_str()))
-        .collect();
-    let mut messages = start.clone();
     let mut last_metrics: Option<RunMetrics> = None;
     let mut failed_turns = 0u32;
     let mut stdout = std::io::stdout().lock();
@@ -52,17 +62,16 @@ pub(crate) fn run(registry: &Registry, args: &ChatArgs) -> anyhow::Result<ExitCo
         }
         let Some(line) = lines.next() else { break };
         let line = line.context("reading stdin")?;
-        let input = line.trim();
-        match input {
+        match line.trim() {
             "" => continue,
             "/exit" | "/quit" | "/bye" => break,
             "/help" => writeln!(stdout, "{HELP}")?,
             "/reset" => {
-                messages = start.clone();
+                session.reset();
                 writeln!(stdout, "(conversation reset)")?;
             }
             "/history" => {
-                for m in &messages {
+                for m in session.messages() {
                     writeln!(stdout, "[{}] {}", m.role, m.content)?;
                 }
             }
@@ -75,53 +84,16 @@ pub(crate) fn run(registry: &Registry, args: &ChatArgs) -> anyhow::Result<ExitCo
             }
             _ => {
                 // A Ctrl-C pressed at the prompt must not cancel this reply.
-                INTERRUPTED.store(false, Ordering::SeqCst);
-                messages.push(ChatMessage::new("user", line.as_str()));
-                let fitted = fit_context(&model, &template, &mut messages, args);
-                match fitted {
-                    Ok(0) => {}
-                    Ok(n) => eprintln!(
-                        "note: dropped the {n} oldest message(s) to fit the {}-token context \
-                         (/reset starts over; --ctx-size sets a larger context)",
-                        model.info().context_length
-                    ),
-                    Err(e) => {
-                        messages.pop();
-                        failed_turns += 1;
-                        eprintln!("error: {}", super::escape_controls(&format!("{e:#}")));
-                        continue;
-                    }
-                }
-                match reply(
-                    &model,
-                    &template,
-                    &messages,
-                    args,
-                    seed,
-                    &extra_stop,
-                    &mut stdout,
-                ) {
-                    Ok((text, stats)) => {
-                        messages.push(ChatMessage::new("assistant", text.trim()));
-                        last_metrics = Some(RunMetrics::new(load_ms, &stats));
-                    }
+                cancel.reset();
+                match reply(&loaded, &mut session, &line, args, seed, &turn, &mut stdout) {
+                    Ok(metrics) => last_metrics = Some(metrics),
                     Err(e) => {
                         // The turn failed; the conversation goes on without it.
-                        messages.pop();
                         failed_turns += 1;
-                        let overflow = e
-                            .downcast_ref::<runanywhere::Error>()
-                            .and_then(runanywhere::Error::engine_error)
-                            .is_some_and(|e| e.kind() == runanywhere::ErrorKind::ContextOverflow);
-                        let hint = if overflow {
-                            " (/reset starts the conversation over)"
-                        } else {
-                            ""
-                        };
-                        eprintln!("error: {}{hint}", super::escape_controls(&format!("{e:#}")));
+                        print_turn_error(&e);
                     }
                 }
-                INTERRUPTED.store(false, Ordering::SeqCst);
+                cancel.reset();
             }
         }
     }
@@ -132,109 +104,61 @@ pub(crate) fn run(registry: &Registry, args: &ChatArgs) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// Drops the oldest turns until the rendered conversation leaves room for a reply (a
-/// quarter of the context, or `--max-tokens` if smaller). Returns how many messages were
-/// dropped; fails when the new message alone is too long.
-fn fit_context(
-    model: &Model,
-    template: &ChatTemplate,
-    messages: &mut Vec<ChatMessage>,
-    args: &ChatArgs,
-) -> anyhow::Result<usize> {
-    let context = model.info().context_length as usize;
-    if context == 0 {
-        return Ok(0);
-    }
-    let mut room = (context / 4).max(1);
-    if args.sampling.max_tokens > 0 {
-        room = room.min(args.sampling.max_tokens as usize);
-    }
-    let mut prompt_tokens = 0;
-    let fitted = drop_oldest_turns(messages, |m| -> anyhow::Result<bool> {
-        let prompt = template.render(m, true)?;
-        prompt_tokens = model
-            .tokenize(&prompt, add_bos(model, &prompt), true)?
-            .len();
-        Ok(prompt_tokens + room <= context)
-    })?;
-    fitted.ok_or_else(|| {
-        anyhow::anyhow!(
-            "the message is too long: the conversation needs {prompt_tokens} tokens with it, \
-             and the {context}-token context must also leave {room} for the reply; send a \
-             shorter message, /reset, or use a larger --ctx-size"
-        )
-    })
-}
-
-/// Whether the engine should add BOS: templates usually write it themselves; add it
-/// only when this one does not.
-fn add_bos(model: &Model, prompt: &str) -> bool {
-    let bos_text = model
-        .info()
-        .bos
-        .into_option()
-        .and_then(|id| model.token_piece(id).ok())
-        .filter(|b| !b.is_empty());
-    !bos_text.is_some_and(|b| prompt.as_bytes().starts_with(&b))
-}
-
-/// The template to use, and stop strings that go with it.
-fn choose_template(model: &Model, args: &ChatArgs) -> anyhow::Result<(ChatTemplate, Vec<String>)> {
-    let piece = |id: Option<u32>| {
-        id.and_then(|id| model.token_piece(id).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    };
-    let info = model.info();
-    let bos = piece(info.bos.into_option());
-    let eos = piece(info.eos.into_option());
-    let source = match (&args.chat_template, &args.chat_template_file) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(file)) => Some(
-            runanywhere_formats::fs::read_regular_to_string(file)
-                .with_context(|| format!("reading the chat template {}", file.display()))?,
-        ),
-        (None, None) => info
-            .chat_template
-            .clone()
-            .into_option()
-            .map(|s| s.into_string()),
-    };
-    match source {
-        Some(source) => Ok((ChatTemplate::new(&source, &bos, &eos)?, Vec::new())),
-        None => {
-            eprintln!(
-                "note: the model has no chat template; using a plain \"User:/Assistant:\" \
-                 format (pass --chat-template or --chat-template-file to choose one)"
-            );
-            Ok((ChatTemplate::fallback(), vec![FALLBACK_STOP.to_string()]))
-        }
-    }
-}
-
-/// Generates the assistant's reply to `messages`, streaming it to `out`.
+/// Generates the assistant's reply to `user`, streaming it to `out`.
 fn reply(
-    model: &Model,
-    template: &ChatTemplate,
-    messages: &[ChatMessage],
+    loaded: &runanywhere::LoadedModel,
+    session: &mut ChatSession,
+    user: &str,
     args: &ChatArgs,
     seed: u64,
-    extra_stop: &[String],
+    turn: &Turn,
     out: &mut impl Write,
-) -> anyhow::Result<(String, runanywhere::GenerationStats)> {
-    let prompt = template.render(messages, true)?;
-    let mut request = request_from(&args.sampling, seed, Prompt::Text(prompt.as_str().into()));
-    request.add_special = add_bos(model, &prompt);
-    request.parse_special = true;
-    request
-        .stop
-        .extend(extra_stop.iter().map(|s| s.as_str().into()));
+) -> anyhow::Result<RunMetrics> {
+    let model = loaded.model();
+    let prepared = session.prepare(model, user, &args.sampling.options(), seed)?;
+    if prepared.dropped > 0 {
+        eprintln!(
+            "note: dropped the {} oldest message(s) to fit the {}-token context \
+             (/reset starts over; --ctx-size sets a larger context)",
+            prepared.dropped,
+            model.info().context_length
+        );
+    }
     let mut stream = Stream::new(&mut *out, true);
-    let stats = model.generate(request, |id, piece| stream.on_token(id, piece))?;
+    let generated = loaded.generate(prepared.request, turn, |id, piece| {
+        stream.on_token(id, piece)
+    });
+    let stats = match generated {
+        Ok(stats) => stats,
+        Err(e) => {
+            session.abandon();
+            return Err(e.into());
+        }
+    };
     if let Some(e) = stream.write_error.take() {
+        session.abandon();
         return Err(e).context("writing the reply");
     }
-    let text = std::mem::take(&mut stream.text);
+    let (text, ids) = (
+        std::mem::take(&mut stream.text),
+        std::mem::take(&mut stream.ids),
+    );
+    session.commit(&text, &stats, &ids);
     writeln!(out)?;
-    Ok((text, stats))
+    Ok(RunMetrics::new(loaded.load_ms(), &stats))
+}
+
+/// A failed turn's error, with what the user can do about a full context.
+fn print_turn_error(e: &anyhow::Error) {
+    let overflow = e
+        .downcast_ref::<runanywhere::Error>()
+        .is_some_and(|e| e.kind() == ErrorKind::ContextOverflow);
+    if overflow {
+        let text = format!(
+            "{e:#} (/reset starts the conversation over; --ctx-size sets a larger context)"
+        );
+        eprintln!("error: {}", super::escape_controls(&text));
+    } else {
+        super::print_error(e);
+    }
 }

@@ -12,18 +12,18 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use runanywhere::registry::Registry;
 use runanywhere::store::human_bytes;
+use runanywhere::Runtime;
 use runanywhere_convert::safetensors::write_hf_folder_with;
 use runanywhere_convert::{write_onnx_folder, ConvertError, ConvertOptions, Written};
 
 use super::args::{ConvertArgs, ConvertTarget};
 
-pub(crate) fn run(registry: &Registry, args: &ConvertArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(runtime: &Runtime, args: &ConvertArgs) -> anyhow::Result<ExitCode> {
     if args.external_data && args.to != ConvertTarget::Onnx {
         anyhow::bail!("--external-data applies to --to onnx only");
     }
-    let model = super::resolve_model(registry, &args.model)?;
+    let model = super::resolve_model(runtime, &args.model)?;
     let options = ConvertOptions {
         llama2c_tokenizer: args.tokenizer.clone().or(model.tokenizer),
         force: args.force,

@@ -3,12 +3,13 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use runanywhere::registry::Registry;
+use runanywhere::Runtime;
 use serde_json::json;
 
 use super::args::EnginesArgs;
 
-pub(crate) fn run(registry: &Registry, args: &EnginesArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(runtime: &Runtime, args: &EnginesArgs) -> anyhow::Result<ExitCode> {
+    let registry = runtime.engines();
     let mut rows = Vec::new();
     for e in registry.engines() {
         let info = e.info();

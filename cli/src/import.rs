@@ -3,18 +3,18 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use runanywhere::registry::Registry;
-use runanywhere::store::{human_bytes, ImportOptions, Store};
+use runanywhere::store::{human_bytes, ImportOptions};
+use runanywhere::Runtime;
 
 use super::args::ImportArgs;
 
-pub(crate) fn run(registry: &Registry, args: &ImportArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::from_env()?;
+pub(crate) fn run(runtime: &Runtime, args: &ImportArgs) -> anyhow::Result<ExitCode> {
+    let store = runtime.store()?;
     let options = ImportOptions {
         id: args.id.clone(),
         link: args.link,
     };
-    let entry = store.import(&args.path, &options, registry)?;
+    let entry = store.import(&args.path, &options, runtime.engines())?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

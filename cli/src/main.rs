@@ -19,14 +19,12 @@ mod table;
 mod tokenize;
 mod verify;
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use args::{Cli, Command};
 use clap::Parser;
-use runanywhere::registry::{search_dirs, Registry};
-use runanywhere::store::{Catalog, PullSpec, Store};
+use runanywhere::{CancelToken, ErrorKind, LoadedModel, ResolvedModel, Runtime, RuntimeConfig};
 use table::escape_controls;
 
 /// Sets up `tracing` to stderr: warnings by default, more with `-v`, or `RUNANYWHERE_LOG`.
@@ -46,153 +44,87 @@ pub(crate) fn init_logging(verbose: u8) {
 }
 
 pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let registry = Registry::discover(&search_dirs(&cli.plugins_dir));
+    let runtime = Runtime::new(RuntimeConfig {
+        plugin_dirs: cli.plugins_dir.clone(),
+        ..RuntimeConfig::default()
+    });
+    // Commands that only read the store or a file (catalog, models, rm, verify, info)
+    // never ask for `runtime.engines()`, so no plugin library is opened for them.
     match cli.command {
-        Command::Engines(args) => engines::run(&registry, &args),
-        Command::Run(args) => run::run(&registry, &args),
-        Command::Tokenize(args) => tokenize::run(&registry, &args),
-        Command::Bench(args) => bench::run(&registry, &args),
-        Command::Chat(args) => chat::run(&registry, &args),
+        Command::Engines(args) => engines::run(&runtime, &args),
+        Command::Run(args) => run::run(&runtime, &args),
+        Command::Tokenize(args) => tokenize::run(&runtime, &args),
+        Command::Bench(args) => bench::run(&runtime, &args),
+        Command::Chat(args) => chat::run(&runtime, &args),
         Command::Catalog(args) => catalog::run(&args),
-        Command::Pull(args) => pull::run(&registry, &args),
-        Command::Import(args) => import::run(&registry, &args),
-        Command::Verify(args) => verify::run(&args),
-        Command::Models(args) => models::list(&args),
-        Command::Rm(args) => models::remove(&args),
-        Command::Info(args) => verify::info(&registry, &args),
-        Command::Convert(args) => convert::run(&registry, &args),
+        Command::Pull(args) => pull::run(&runtime, &args),
+        Command::Import(args) => import::run(&runtime, &args),
+        Command::Verify(args) => verify::run(&runtime, &args),
+        Command::Models(args) => models::list(&runtime, &args),
+        Command::Rm(args) => models::remove(&runtime, &args),
+        Command::Info(args) => verify::info(&runtime, &args),
+        Command::Convert(args) => convert::run(&runtime, &args),
     }
 }
 
-/// A `--model` value made concrete: the path to load, and the store's tokenizer for it.
-#[derive(Debug)]
-pub(crate) struct ResolvedModel {
-    pub(crate) path: PathBuf,
-    pub(crate) tokenizer: Option<PathBuf>,
+/// Resolves `--model` (a path, a store id, or a catalog id / `hf.co/...` reference
+/// pulled on first use, with a progress bar).
+pub(crate) fn resolve_model(runtime: &Runtime, value: &str) -> anyhow::Result<ResolvedModel> {
+    let mut progress = pull::Bar::default();
+    let resolved = runtime.resolve(value, &mut progress);
+    progress.clear();
+    Ok(resolved?)
 }
 
-/// Resolves `--model`: an existing path is used as it is; otherwise a store id names
-/// the store's copy; a catalog id not yet in the store is pulled first (the first-run
-/// path of a new user); anything else is passed on unchanged (`mock`, or a path the
-/// engine will report missing).
-pub(crate) fn resolve_model(registry: &Registry, value: &str) -> anyhow::Result<ResolvedModel> {
-    let as_given = ResolvedModel {
-        path: PathBuf::from(value),
-        tokenizer: None,
-    };
-    if std::fs::symlink_metadata(&as_given.path).is_ok() {
-        return Ok(as_given);
-    }
-    let store = match Store::from_env() {
-        Ok(store) => store,
-        Err(e) => {
-            tracing::warn!("cannot open the model store: {e}");
-            return Ok(as_given);
-        }
-    };
-    let entry = match store.get(value) {
-        Ok(Some(entry)) => Some(entry),
-        Ok(None) => match Catalog::builtin()?.get(value) {
-            Some(_) => {
-                eprintln!("{value} is not in the store yet: pulling it from the catalog");
-                let spec = PullSpec::parse(value, &Catalog::builtin()?)?;
-                let outcome = pull::pull_with_progress(&store, registry, &spec, None, 4)?;
-                Some(outcome.entry().clone())
+/// Loads the model named by `args` on the engine the runtime selects (refusing a model
+/// that will not fit in memory, unless --force).
+pub(crate) fn load_model(
+    runtime: &Runtime,
+    args: &args::ModelArgs,
+    vocab_only: bool,
+) -> anyhow::Result<LoadedModel> {
+    let resolved = resolve_model(runtime, &args.model)?;
+    Ok(runtime.load_resolved(&resolved, &args.load_options(vocab_only))?)
+}
+
+/// Cancelled by Ctrl-C: the current generation stops; a second Ctrl-C before it is
+/// reset exits.
+pub(crate) fn ctrl_c() -> &'static CancelToken {
+    static TOKEN: OnceLock<CancelToken> = OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let token = CancelToken::new();
+        let handler = token.clone();
+        let result = ctrlc::set_handler(move || {
+            if handler.cancel() {
+                std::process::exit(130);
             }
-            None => None,
-        },
-        Err(e) => {
-            tracing::warn!("cannot read the model store: {e}");
-            None
+        });
+        if let Err(e) = result {
+            tracing::warn!("cannot install the Ctrl-C handler: {e}");
         }
-    };
-    Ok(match entry {
-        Some(entry) => {
-            let resolved = ResolvedModel {
-                path: store.model_path(&entry),
-                tokenizer: store.tokenizer_path(&entry),
-            };
-            tracing::debug!(id = value, path = %resolved.path.display(), "model from the store");
-            resolved
-        }
-        None => as_given,
+        token
     })
 }
 
-/// Refuses a model that will not fit in memory (unless `force`).
-pub(crate) fn check_memory(path: &Path, context: u32, force: bool) -> anyhow::Result<()> {
-    match runanywhere::memory::check(path, context) {
-        Ok(estimate) => {
-            tracing::debug!(?estimate, "memory estimate");
-            Ok(())
+/// The CLI's names for the knobs a library error's fix mentions, to print after it.
+pub(crate) fn flag_hint(err: &anyhow::Error) -> Option<&'static str> {
+    let kind = err.downcast_ref::<runanywhere::Error>()?.kind();
+    match kind {
+        ErrorKind::InsufficientMemory => {
+            Some("--ctx-size sets the context length; --force loads the model anyway")
         }
-        Err(e) if force => {
-            tracing::warn!("{e} (loading anyway: --force)");
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
+        ErrorKind::ContextOverflow => Some("--ctx-size sets the context length"),
+        _ => None,
     }
 }
 
-/// Loads the model named by `args` on the engine the registry selects.
-/// Returns the model and the load time in milliseconds.
-pub(crate) fn load_model(
-    registry: &Registry,
-    args: &args::ModelArgs,
-    vocab_only: bool,
-    seed: u64,
-) -> anyhow::Result<(runanywhere::Model, f64)> {
-    let model = resolve_model(registry, &args.model)?;
-    let path = model.path.as_path();
-    let engine = registry.select(path, args.engine.as_deref())?;
-    if !vocab_only {
-        check_memory(path, args.ctx_size, args.force)?;
+/// Prints an error (and the flags that fix it) on stderr, escaped for the terminal.
+pub(crate) fn print_error(err: &anyhow::Error) {
+    let mut text = format!("{err:#}");
+    if let Some(hint) = flag_hint(err) {
+        text.push_str(&format!(" ({hint})"));
     }
-    tracing::info!(engine = engine.id(), model = %path.display(), "loading model");
-    let request = runanywhere::LoadRequest {
-        model_path: path.to_string_lossy().into_owned().into(),
-        tokenizer_path: args
-            .tokenizer
-            .as_ref()
-            .or(model.tokenizer.as_ref())
-            .map(|p| p.to_string_lossy().into_owned().into())
-            .into(),
-        context_length: args.ctx_size,
-        threads: args.threads,
-        batch_size: args.batch_size,
-        gpu_layers: args.gpu_layers,
-        vocab_only,
-        seed,
-        extensions: Default::default(),
-    };
-    let start = std::time::Instant::now();
-    let model = engine.load_model(request)?;
-    Ok((model, start.elapsed().as_secs_f64() * 1000.0))
-}
-
-/// A seed from the clock, for runs without --seed.
-pub(crate) fn random_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    nanos ^ (u64::from(std::process::id()) << 32)
-}
-
-/// Set by Ctrl-C; token sinks then ask the engine to stop.
-pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Ctrl-C stops the current generation (the sink sees [`INTERRUPTED`]); a second Ctrl-C
-/// before it is cleared exits.
-pub(crate) fn install_ctrl_c() {
-    let result = ctrlc::set_handler(|| {
-        if INTERRUPTED.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-    });
-    if let Err(e) = result {
-        tracing::warn!("cannot install the Ctrl-C handler: {e}");
-    }
+    eprintln!("error: {}", escape_controls(&text));
 }
 
 fn main() -> ExitCode {
@@ -208,7 +140,7 @@ fn main() -> ExitCode {
     match dispatch(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", escape_controls(&format!("{err:#}")));
+            print_error(&err);
             ExitCode::FAILURE
         }
     }

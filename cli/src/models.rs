@@ -3,13 +3,14 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
-use runanywhere::store::{human_bytes, Store, StoreError};
+use runanywhere::store::{human_bytes, StoreError};
+use runanywhere::Runtime;
 use serde_json::json;
 
 use super::args::{ModelsArgs, RmArgs};
 
-pub(crate) fn list(args: &ModelsArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::from_env()?;
+pub(crate) fn list(runtime: &Runtime, args: &ModelsArgs) -> anyhow::Result<ExitCode> {
+    let store = runtime.store()?;
     let models = store.list()?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -59,8 +60,8 @@ pub(crate) fn list(args: &ModelsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn remove(args: &RmArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::from_env()?;
+pub(crate) fn remove(runtime: &Runtime, args: &RmArgs) -> anyhow::Result<ExitCode> {
+    let store = runtime.store()?;
     let entry = store
         .get(&args.id)?
         .ok_or_else(|| StoreError::UnknownModel {

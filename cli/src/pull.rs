@@ -6,17 +6,24 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use runanywhere::registry::Registry;
-use runanywhere::store::{
-    human_bytes, Catalog, HubClient, PullOptions, PullOutcome, PullProgress, PullSpec, Store,
-};
+use runanywhere::store::{human_bytes, Catalog, PullOptions, PullOutcome, PullProgress, PullSpec};
+use runanywhere::Runtime;
 
 use super::args::PullArgs;
 
-pub(crate) fn run(registry: &Registry, args: &PullArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::from_env()?;
+pub(crate) fn run(runtime: &Runtime, args: &PullArgs) -> anyhow::Result<ExitCode> {
+    let store = runtime.store()?;
     let spec = PullSpec::parse(&args.model, &Catalog::builtin()?)?;
-    let outcome = pull_with_progress(&store, registry, &spec, args.id.clone(), args.retries)?;
+    let hub = runtime
+        .hub()
+        .with_retries(args.retries, Duration::from_millis(500));
+    let options = PullOptions {
+        id: args.id.clone(),
+    };
+    let mut progress = Bar::default();
+    let outcome = store.pull(&spec, &hub, &options, runtime.engines(), &mut progress);
+    progress.clear();
+    let outcome = outcome?;
     let entry = outcome.entry();
     let mut out = std::io::stdout().lock();
     let verb = match outcome {
@@ -48,30 +55,15 @@ pub(crate) fn run(registry: &Registry, args: &PullArgs) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// Pulls `spec` into `store` with a progress bar on stderr (when it is a terminal).
-pub(crate) fn pull_with_progress(
-    store: &Store,
-    registry: &Registry,
-    spec: &PullSpec,
-    id: Option<String>,
-    retries: u32,
-) -> anyhow::Result<PullOutcome> {
-    let hub = HubClient::from_env().with_retries(retries, Duration::from_millis(500));
-    let options = PullOptions { id };
-    let mut progress = Bar::default();
-    let outcome = store.pull(spec, &hub, &options, registry, &mut progress);
-    progress.clear();
-    Ok(outcome?)
-}
-
 /// An indicatif bar per file, drawn on stderr only when it is a terminal.
 #[derive(Default)]
-struct Bar {
+pub(crate) struct Bar {
     bar: Option<ProgressBar>,
 }
 
 impl Bar {
-    fn clear(&mut self) {
+    /// Removes the bar from the terminal.
+    pub(crate) fn clear(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.abandon();
         }

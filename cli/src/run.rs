@@ -2,38 +2,40 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use runanywhere::metrics::RunMetrics;
-use runanywhere::registry::Registry;
-use runanywhere::{GenerateRequest, Prompt, SamplingParams, StopReason};
+use runanywhere::{Prompt, Runtime, StopReason, Turn};
 use serde_json::json;
 
-use super::args::{RunArgs, SamplingArgs};
+use super::args::RunArgs;
 use super::stream::Stream;
-use super::{install_ctrl_c, INTERRUPTED};
 
-pub(crate) fn run(registry: &Registry, args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let seed = args.sampling.seed.unwrap_or_else(super::random_seed);
+pub(crate) fn run(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let options = args.sampling.options();
+    let seed = options.seed_or_random();
     let prompt = match &args.prompt_ids {
         Some(ids) => Prompt::Ids(parse_ids(ids)?.into()),
         None => Prompt::Text(read_prompt(args.prompt.as_deref())?.into()),
     };
-    let (model, load_ms) = super::load_model(registry, &args.model, false, seed)?;
-    let mut request = request_from(&args.sampling, seed, prompt);
+    let model = super::load_model(runtime, &args.model, false)?;
+    let mut request = options.request(prompt, seed);
     request.add_special = !args.no_bos;
 
-    install_ctrl_c();
+    let cancel = super::ctrl_c().clone();
+    let turn = Turn {
+        cancel: Some(cancel.clone()),
+        ..Turn::default()
+    };
     let mut stream = Stream::new(std::io::stdout().lock(), !args.json);
-    let stats = model.generate(request, |id, piece| stream.on_token(id, piece))?;
+    let stats = model.generate(request, &turn, |id, piece| stream.on_token(id, piece))?;
     if let Some(e) = stream.write_error.take() {
         // A closed pipe (`| head`) is a normal way to stop; anything else is an error.
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             return Err(e).context("writing the generated text to stdout");
         }
     }
-    let metrics = RunMetrics::new(load_ms, &stats);
+    let metrics = RunMetrics::new(model.load_ms(), &stats);
     let reason = stats.stop_reason();
     let ends_with_newline = stream.text.ends_with('\n');
     let (ids, text) = (
@@ -41,9 +43,10 @@ pub(crate) fn run(registry: &Registry, args: &RunArgs) -> anyhow::Result<ExitCod
         std::mem::take(&mut stream.text),
     );
     let mut stdout = stream.into_out();
+    let engine = model.model().engine_id();
     if args.json {
         let object = json!({
-            "engine": model.engine_id(),
+            "engine": engine,
             "model": args.model.model,
             "prompt_ids": stats.prompt_ids.as_slice(),
             "generated_ids": ids,
@@ -58,32 +61,14 @@ pub(crate) fn run(registry: &Registry, args: &RunArgs) -> anyhow::Result<ExitCod
     }
     drop(stdout);
     eprintln!(
-        "[{} | stop: {} | seed {seed}] {}",
-        model.engine_id(),
+        "[{engine} | stop: {} | seed {seed}] {}",
         reason.name(),
         metrics.summary()
     );
-    if reason == StopReason::Cancelled && INTERRUPTED.load(Ordering::Relaxed) {
+    if reason == StopReason::Cancelled && cancel.is_cancelled() {
         return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The sampling part of a request from the CLI flags.
-pub(crate) fn request_from(s: &SamplingArgs, seed: u64, prompt: Prompt) -> GenerateRequest {
-    let mut request = GenerateRequest::new(prompt);
-    request.max_tokens = s.max_tokens;
-    request.sampling = SamplingParams {
-        temperature: s.temperature,
-        top_k: s.top_k,
-        top_p: s.top_p,
-        min_p: s.min_p,
-        repeat_penalty: s.repeat_penalty,
-        repeat_window: s.repeat_last_n,
-        seed,
-    };
-    request.stop = s.stop.iter().map(|x| x.as_str().into()).collect();
-    request
 }
 
 /// Parses "1 2 3" or "1,2,3".

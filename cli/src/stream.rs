@@ -1,12 +1,10 @@
 //! The token sink of the generating commands: collects ids and text, streams pieces to
-//! a writer as they arrive, and asks the engine to stop on Ctrl-C or a closed output.
+//! a writer as they arrive, and asks the engine to stop when the output is closed
+//! (Ctrl-C reaches the engine through the request's cancel token).
 
 use std::io::Write;
-use std::sync::atomic::Ordering;
 
 use runanywhere::SinkControl;
-
-use super::INTERRUPTED;
 
 /// Collects a generation and (optionally) streams it to `out`.
 pub(crate) struct Stream<W: Write> {
@@ -46,11 +44,7 @@ impl<W: Write> Stream<W> {
                 return SinkControl::Stop;
             }
         }
-        if INTERRUPTED.load(Ordering::Relaxed) {
-            SinkControl::Stop
-        } else {
-            SinkControl::Continue
-        }
+        SinkControl::Continue
     }
 
     /// The writer back.

@@ -4,12 +4,12 @@ use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use runanywhere::registry::Registry;
+use runanywhere::Runtime;
 use serde_json::json;
 
 use super::args::TokenizeArgs;
 
-pub(crate) fn run(registry: &Registry, args: &TokenizeArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(runtime: &Runtime, args: &TokenizeArgs) -> anyhow::Result<ExitCode> {
     let text = match &args.text {
         Some(t) => t.clone(),
         None => {
@@ -22,7 +22,8 @@ pub(crate) fn run(registry: &Registry, args: &TokenizeArgs) -> anyhow::Result<Ex
             String::from_utf8(bytes).context("stdin is not valid UTF-8")?
         }
     };
-    let (model, _) = super::load_model(registry, &args.model, true, 0)?;
+    let loaded = super::load_model(runtime, &args.model, true)?;
+    let model = loaded.model();
     let special = !args.no_special;
     let ids = model.tokenize(&text, special, special)?;
     let pieces = ids

@@ -1,19 +1,18 @@
 //! `runanywhere verify` and `runanywhere info`.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use runanywhere::memory;
-use runanywhere::registry::Registry;
-use runanywhere::store::{human_bytes, ModelEntry, Store, StoreError};
+use runanywhere::store::{human_bytes, StoreError};
+use runanywhere::Runtime;
 use runanywhere_formats::{verify_path, Verification};
 use serde_json::json;
 
 use super::args::{InfoArgs, VerifyArgs};
 
-pub(crate) fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let (path, _) = locate(&args.model)?;
+pub(crate) fn run(runtime: &Runtime, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let path = runtime.locate(&args.model).map_err(not_found)?.path;
     let v = verify_path(&path);
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -24,16 +23,18 @@ pub(crate) fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     Ok(exit_code(&v))
 }
 
-pub(crate) fn info(registry: &Registry, args: &InfoArgs) -> anyhow::Result<ExitCode> {
-    let (path, entry) = locate(&args.model)?;
+pub(crate) fn info(runtime: &Runtime, args: &InfoArgs) -> anyhow::Result<ExitCode> {
+    let located = runtime.locate(&args.model).map_err(not_found)?;
+    let (path, entry) = (located.path, located.entry);
     let v = verify_path(&path);
+    // From the plugins' manifests: what each engine claims to read, without loading it.
     let readers: Vec<serde_json::Value> = v
         .format
-        .map(|f| registry.engines_for(f))
+        .map(|f| runtime.readers(f))
         .unwrap_or_default()
         .iter()
         .enumerate()
-        .map(|(i, e)| json!({"id": e.id(), "priority": e.manifest().priority, "default": i == 0}))
+        .map(|(i, m)| json!({"id": m.id, "priority": m.priority, "default": i == 0}))
         .collect();
     let estimate = v.is_ok().then(|| memory::estimate(&v, 0));
     let available = memory::available();
@@ -104,29 +105,19 @@ pub(crate) fn info(registry: &Registry, args: &InfoArgs) -> anyhow::Result<ExitC
     Ok(exit_code(&v))
 }
 
-/// A path, or a store id's path (with its entry); a path inside the store also finds
-/// its entry.
-fn locate(value: &str) -> anyhow::Result<(PathBuf, Option<ModelEntry>)> {
-    let path = PathBuf::from(value);
-    let store = Store::from_env();
-    // A dangling link or a link loop is a path too: verify reports what is wrong with it
-    // (e.g. ELOOP) rather than looking it up as a store id.
-    if std::fs::symlink_metadata(&path).is_ok() {
-        let entry = store
-            .ok()
-            .and_then(|s| s.entry_for_path(&path).ok().flatten());
-        return Ok((path, entry));
-    }
-    let store = store?;
-    match store.get(value)? {
-        Some(entry) => Ok((store.model_path(&entry), Some(entry))),
-        None => Err(anyhow::anyhow!(
-            "{value} is neither a file or folder nor a model in the store: {}",
-            StoreError::UnknownModel {
-                id: value.to_string(),
-                home: store.home().to_path_buf(),
-            }
-        )),
+/// A reference that is neither a path nor a store id, said as such.
+fn not_found(e: runanywhere::Error) -> anyhow::Error {
+    match e {
+        runanywhere::Error::Store(e @ StoreError::UnknownModel { .. }) => {
+            anyhow::anyhow!(
+                "{} is neither a file or folder nor a model in the store: {e}",
+                match &e {
+                    StoreError::UnknownModel { id, .. } => id.as_str(),
+                    _ => "",
+                }
+            )
+        }
+        other => other.into(),
     }
 }
 

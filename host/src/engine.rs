@@ -18,6 +18,7 @@ use runanywhere_plugin_api::{
     ModelInfo, SinkControl,
 };
 
+use crate::cancel::CancelToken;
 use crate::error::Error;
 use crate::manifest::Manifest;
 
@@ -170,6 +171,22 @@ impl Model {
             resume_unwind(payload);
         }
         into_result(result).map_err(|e| self.wrap(e))
+    }
+
+    /// [`Model::generate`] that also stops (with [`StopReason::Cancelled`]) as soon as
+    /// `cancel` is set, between two tokens.
+    ///
+    /// [`StopReason::Cancelled`]: runanywhere_plugin_api::StopReason::Cancelled
+    pub fn generate_cancellable(
+        &self,
+        request: GenerateRequest,
+        cancel: &CancelToken,
+        mut on_token: impl FnMut(u32, &str) -> SinkControl,
+    ) -> Result<GenerationStats, Error> {
+        self.generate(request, |id, piece| match on_token(id, piece) {
+            SinkControl::Continue if cancel.is_cancelled() => SinkControl::Stop,
+            control => control,
+        })
     }
 
     fn wrap(&self, source: EngineError) -> Error {

@@ -1,36 +1,47 @@
-//! The RunAnywhere host: discovers engine plugins, loads them through the stable ABI
-//! (`runanywhere-plugin-api`), and routes model lifecycle and generation to them.
-//!
-//! The `runanywhere` binary is a thin CLI over this library:
+//! The RunAnywhere runtime library: engine plugins behind a stable ABI, the model
+//! store, model loading and keep-alive, chat sessions, metrics. Every front end (the
+//! `runanywhere` CLI, a server, workers) holds one [`Runtime`]:
 //!
 //! ```no_run
-//! use runanywhere::{registry::{search_dirs, Registry}, GenerateRequest, LoadRequest, Prompt};
+//! use runanywhere::{GenerateOptions, LoadOptions, Prompt, Runtime, RuntimeConfig, Turn};
 //!
-//! let registry = Registry::discover(&search_dirs(&[]));
-//! let engine = registry.select("model.gguf".as_ref(), None)?;
-//! let model = engine.load_model(LoadRequest { model_path: "model.gguf".into(), ..Default::default() })?;
-//! let stats = model.generate(GenerateRequest::new(Prompt::Text("Once upon a time".into())), |_, piece| {
+//! let runtime = Runtime::new(RuntimeConfig::default());
+//! let model = runtime.load("model.gguf", &LoadOptions::default(), &mut runanywhere::store::NoProgress)?;
+//! let options = GenerateOptions::greedy();
+//! let request = options.request(Prompt::Text("Once upon a time".into()), 0);
+//! model.generate(request, &Turn::default(), |_, piece| {
 //!     eprint!("{piece}");
 //!     runanywhere::SinkControl::Continue
 //! })?;
 //! # Ok::<(), runanywhere::Error>(())
 //! ```
 
+pub mod bench;
+pub mod cancel;
 pub mod chat;
 pub mod engine;
 pub mod error;
 pub mod format;
 pub mod libname;
 mod loader;
+pub mod manager;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;
+pub mod options;
 pub mod registry;
+pub mod runtime;
+pub mod session;
 pub mod store;
 
+pub use cancel::CancelToken;
 pub use engine::{Engine, Model};
-pub use error::Error;
+pub use error::{EngineChoice, EngineList, Error, ErrorKind};
+pub use manager::{KeepAlive, LoadedModel, ManagerConfig, ModelKey, ModelManager, Turn};
+pub use options::{GenerateOptions, LoadOptions};
 pub use runanywhere_plugin_api::{
-    EngineError, ErrorKind, GenerateRequest, GenerationStats, LoadRequest, ModelInfo, Prompt,
-    SamplingParams, SinkControl, StopReason,
+    EngineError, ErrorKind as EngineErrorKind, GenerateRequest, GenerationStats, LoadRequest,
+    ModelInfo, Prompt, SamplingParams, SinkControl, StopReason,
 };
+pub use runtime::{ResolvedModel, Runtime, RuntimeConfig};
+pub use session::{ChatSession, PreparedTurn};

@@ -39,8 +39,8 @@ impl MemoryEstimate {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "not enough memory for {}: it needs about {} (weights {} + KV cache {} for {} tokens) \
-     but only {} is available; use a smaller --ctx-size or a smaller model, or pass --force \
-     to load it anyway",
+     but only {} is available; use a smaller context length or a smaller model, or force the \
+     load",
     path.display(),
     human_bytes(estimate.total()),
     human_bytes(estimate.weights),
@@ -96,6 +96,17 @@ pub fn parse_meminfo(text: &str) -> Option<u64> {
         Some("kB") | None => value.checked_mul(1024),
         Some(_) => None,
     }
+}
+
+/// The memory the model at `path` needs with a context of `requested_context` tokens;
+/// `None` when there is nothing to estimate (not a file or folder the structural check
+/// passes: the engine will say what is wrong).
+pub fn estimate_file(path: &Path, requested_context: u32) -> Option<MemoryEstimate> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return None;
+    }
+    let v = runanywhere_formats::verify_path(path);
+    v.is_ok().then(|| estimate(&v, requested_context))
 }
 
 /// Checks that the model at `path` fits in the available memory with a context of

@@ -13,7 +13,7 @@ use runanywhere_plugin_api::{InitRequest, KeyValue, PLUGIN_API_VERSION};
 use serde::Serialize;
 
 use crate::engine::Engine;
-use crate::error::Error;
+use crate::error::{EngineChoice, EngineList, Error};
 use crate::format::{self, ModelFormat};
 use crate::loader::{self, LoadError};
 use crate::manifest::{Manifest, ManifestError};
@@ -97,24 +97,45 @@ pub fn default_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// The `*.toml` files of the plugin directories, in search order (sorted within each).
+fn manifest_paths(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            tracing::debug!(dir = %dir.display(), "plugin directory not readable; skipped");
+            continue;
+        };
+        let mut manifests: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        manifests.sort();
+        all.extend(manifests);
+    }
+    all
+}
+
 impl Registry {
+    /// The valid manifests in `dirs`, the first of each id only, without opening any
+    /// plugin library.
+    pub fn read_manifests(dirs: &[PathBuf]) -> Vec<Manifest> {
+        let mut found: Vec<Manifest> = Vec::new();
+        for path in manifest_paths(dirs) {
+            match Manifest::from_file(&path) {
+                Ok(m) if !found.iter().any(|f| f.id == m.id) => found.push(m),
+                Ok(_) => {}
+                Err(e) => tracing::debug!("{e}"),
+            }
+        }
+        found
+    }
+
     /// Discovers plugins in `dirs` (in order; missing directories are skipped).
     pub fn discover(dirs: &[PathBuf]) -> Registry {
         let mut registry = Registry::default();
-        for dir in dirs {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                tracing::debug!(dir = %dir.display(), "plugin directory not readable; skipped");
-                continue;
-            };
-            let mut manifests: Vec<PathBuf> = entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-                .collect();
-            manifests.sort();
-            for path in manifests {
-                registry.add_manifest(&path);
-            }
+        for path in manifest_paths(dirs) {
+            registry.add_manifest(&path);
         }
         registry
     }
@@ -225,7 +246,7 @@ impl Registry {
             }
             return Err(Error::UnknownEngine {
                 id: id.to_string(),
-                available: self.describe(),
+                available: self.choices(),
             });
         }
         let format = format::detect(model)?;
@@ -233,7 +254,7 @@ impl Registry {
             .ok_or_else(|| Error::NoEngineForFormat {
                 format: format.name().to_string(),
                 path: model.to_path_buf(),
-                available: self.describe(),
+                available: self.choices(),
             })
     }
 
@@ -260,24 +281,34 @@ impl Registry {
         engines
     }
 
-    /// "id (formats), ..." for error messages, unavailable engines marked.
-    pub fn describe(&self) -> String {
-        let mut parts: Vec<String> = self
+    /// The engines there are, unavailable ones with their reason (duplicates left
+    /// out), for error messages.
+    pub fn choices(&self) -> EngineList {
+        let mut list: Vec<EngineChoice> = self
             .engines
             .iter()
-            .map(|e| format!("{} (reads {})", e.id(), e.manifest.formats.join(", ")))
+            .map(|e| EngineChoice {
+                id: e.id().to_string(),
+                formats: e.manifest.formats.clone(),
+                unavailable: None,
+            })
             .collect();
-        parts.extend(
+        list.extend(
             self.unavailable
                 .iter()
                 .filter(|u| u.kind != UnavailableKind::DuplicateId)
-                .map(|u| format!("{} (unavailable: {})", u.id, u.reason)),
+                .map(|u| EngineChoice {
+                    id: u.id.clone(),
+                    formats: Vec::new(),
+                    unavailable: Some(u.reason.clone()),
+                }),
         );
-        if parts.is_empty() {
-            "none found; build the plugins (cargo build --release) or pass --plugins-dir".into()
-        } else {
-            parts.join("; ")
-        }
+        EngineList(list)
+    }
+
+    /// [`Registry::choices`] as text: `a (reads gguf); b (unavailable: ...)`.
+    pub fn describe(&self) -> String {
+        self.choices().to_string()
     }
 }
 

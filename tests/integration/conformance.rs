@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use runanywhere::registry::Registry;
 use runanywhere::{
-    ErrorKind, GenerateRequest, Model, Prompt, SamplingParams, SinkControl, StopReason,
+    EngineErrorKind as ErrorKind, GenerateRequest, Model, Prompt, SamplingParams, SinkControl,
+    StopReason,
 };
 use runanywhere_tests::{
     assert_reference_json, data_dir, json_output, plugin_dir, run_cli, tinystories_references,

@@ -1,7 +1,9 @@
 //! Faulty plugins: panics and errors become clear errors; the host lives on.
 
 use runanywhere::registry::Registry;
-use runanywhere::{Error, ErrorKind, GenerateRequest, LoadRequest, Prompt, SinkControl};
+use runanywhere::{
+    EngineErrorKind as ErrorKind, Error, GenerateRequest, LoadRequest, Prompt, SinkControl,
+};
 use runanywhere_tests::{plugin_dir, run_cli, stderr};
 
 fn load(registry: &Registry, id: &str) -> Result<runanywhere::Model, Error> {

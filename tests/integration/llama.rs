@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use runanywhere::registry::Registry;
 use runanywhere::{
-    Error, ErrorKind, GenerateRequest, Model, Prompt, SamplingParams, SinkControl, StopReason,
+    EngineErrorKind as ErrorKind, Error, GenerateRequest, Model, Prompt, SamplingParams,
+    SinkControl, StopReason,
 };
 use runanywhere_tests::{
     assert_reference_json, data_dir, generate, json_ids, json_output, plugin_dir, run_cli, stderr,

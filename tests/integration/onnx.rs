@@ -13,8 +13,8 @@ use std::process::Command;
 
 use runanywhere::registry::Registry;
 use runanywhere::{
-    Error, ErrorKind, GenerateRequest, LoadRequest, Model, Prompt, SamplingParams, SinkControl,
-    StopReason,
+    EngineErrorKind as ErrorKind, Error, GenerateRequest, LoadRequest, Model, Prompt,
+    SamplingParams, SinkControl, StopReason,
 };
 use runanywhere_tests::{
     binary, data_dir, generate, json_ids, json_output, plugin_dir, plugin_library, run_cli, stderr,

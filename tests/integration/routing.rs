@@ -15,7 +15,19 @@ fn engine_flag_wins_and_unknown_or_unavailable_engines_are_named() {
     match registry.select("mock".as_ref(), Some("nope")) {
         Err(Error::UnknownEngine { id, available }) => {
             assert_eq!(id, "nope");
-            assert!(available.contains("mock (reads mock)"), "{available}");
+            let mock = available.0.iter().find(|e| e.id == "mock").unwrap();
+            assert_eq!(mock.formats, ["mock"]);
+            assert_eq!(mock.unavailable, None);
+            let faulty = available
+                .0
+                .iter()
+                .find(|e| e.id == "faulty-init-error")
+                .unwrap();
+            assert!(faulty
+                .unavailable
+                .as_deref()
+                .unwrap()
+                .contains("init failed"));
         }
         other => panic!("{other:?}"),
     }
@@ -37,7 +49,7 @@ fn format_detection_routes_and_a_format_without_engine_lists_the_engines() {
             format, available, ..
         }) => {
             assert_eq!(format, "gguf");
-            assert_eq!(available, "mock (reads mock)");
+            assert_eq!(available.to_string(), "mock (reads mock)");
         }
         other => panic!("{other:?}"),
     }

@@ -179,6 +179,30 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// What kind of failure this is (see [`crate::ErrorKind`]).
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            StoreError::NoHome | StoreError::Io { .. } | StoreError::Registry { .. } => K::Io,
+            StoreError::BadEnv { .. }
+            | StoreError::InvalidId { .. }
+            | StoreError::InsideStore { .. }
+            | StoreError::BadReference { .. } => K::InvalidRequest,
+            StoreError::IdTaken { .. } => K::Conflict,
+            StoreError::UnknownModel { .. } | StoreError::NoMatch { .. } => K::NotFound,
+            StoreError::DuplicateName(_)
+            | StoreError::PinMismatch { .. }
+            | StoreError::ChecksumMismatch { .. }
+            | StoreError::Invalid { .. } => K::InvalidModel,
+            StoreError::InsufficientSpace { .. } => K::InsufficientStorage,
+            StoreError::Hub(HubError::NotFound { .. }) => K::NotFound,
+            StoreError::Hub(HubError::Unauthorized { .. }) => K::Unauthorized,
+            StoreError::Hub(HubError::Io { .. }) => K::Io,
+            StoreError::Hub(_) => K::Network,
+            StoreError::Catalog(_) => K::Internal,
+        }
+    }
+
     pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
         StoreError::Io {
             action,

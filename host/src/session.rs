@@ -1,0 +1,182 @@
+//! [`ChatSession`]: a conversation with one model, turned into generation requests.
+//!
+//! It owns what every chat front end needs to get right once: the template choice (the
+//! caller's, the model's, or a plain `User:/Assistant:` fallback with the stop string
+//! that goes with it), BOS de-duplication (templates usually write BOS themselves), the
+//! oldest turns dropped when the conversation outgrows the context, and the token
+//! history of the last exchange.
+
+use runanywhere_plugin_api::{GenerateRequest, GenerationStats, Prompt};
+
+use crate::chat::{drop_oldest_turns, ChatMessage, ChatTemplate, FALLBACK_STOP};
+use crate::engine::Model;
+use crate::error::Error;
+use crate::options::GenerateOptions;
+
+/// A conversation and how to render it for its model.
+#[derive(Debug)]
+pub struct ChatSession {
+    template: ChatTemplate,
+    /// Stop strings the template needs (the fallback's `\nUser:`).
+    template_stop: Vec<String>,
+    fallback: bool,
+    /// The system messages every reset keeps.
+    start: Vec<ChatMessage>,
+    messages: Vec<ChatMessage>,
+    /// The text of the model's BOS token, when it has one.
+    bos_text: Option<Vec<u8>>,
+    context_length: usize,
+    /// Prompt and generated ids of the last exchange.
+    history: Vec<u32>,
+}
+
+/// A turn ready to generate.
+#[derive(Debug)]
+pub struct PreparedTurn {
+    /// The request for the model.
+    pub request: GenerateRequest,
+    /// How many of the oldest messages were dropped to make it fit the context.
+    pub dropped: usize,
+}
+
+impl ChatSession {
+    /// A session with `model`, rendered with `template` (Jinja source) when given, else
+    /// the model's own template, else the fallback; `system` starts the conversation.
+    pub fn new(model: &Model, template: Option<&str>, system: Option<&str>) -> Result<Self, Error> {
+        let piece = |id: Option<u32>| {
+            id.and_then(|id| model.token_piece(id).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        let info = model.info();
+        let (bos, eos) = (piece(info.bos.into_option()), piece(info.eos.into_option()));
+        let source = template.map(str::to_string).or_else(|| {
+            info.chat_template
+                .clone()
+                .into_option()
+                .map(|s| s.into_string())
+        });
+        let (template, template_stop, fallback) = match source {
+            Some(source) => (ChatTemplate::new(&source, &bos, &eos)?, Vec::new(), false),
+            None => (
+                ChatTemplate::fallback(),
+                vec![FALLBACK_STOP.to_string()],
+                true,
+            ),
+        };
+        let start: Vec<ChatMessage> = system
+            .map(|s| ChatMessage::new("system", s))
+            .into_iter()
+            .collect();
+        Ok(ChatSession {
+            template,
+            template_stop,
+            fallback,
+            messages: start.clone(),
+            start,
+            bos_text: Some(bos.into_bytes()).filter(|b| !b.is_empty()),
+            context_length: info.context_length as usize,
+            history: Vec::new(),
+        })
+    }
+
+    /// Whether the model has no template and the plain fallback is used.
+    pub fn uses_fallback(&self) -> bool {
+        self.fallback
+    }
+
+    /// The conversation so far.
+    pub fn messages(&self) -> &[ChatMessage] {
+        &self.messages
+    }
+
+    /// Prompt and generated ids of the last completed exchange.
+    pub fn history(&self) -> &[u32] {
+        &self.history
+    }
+
+    /// Forgets the conversation (the system message stays).
+    pub fn reset(&mut self) {
+        self.messages = self.start.clone();
+        self.history.clear();
+    }
+
+    /// Adds the user's message and builds the request for the reply, dropping the
+    /// oldest messages if the conversation would not leave room for a reply (a quarter
+    /// of the context, or `max_tokens` if smaller). On error the message is not kept.
+    pub fn prepare(
+        &mut self,
+        model: &Model,
+        user: &str,
+        options: &GenerateOptions,
+        seed: u64,
+    ) -> Result<PreparedTurn, Error> {
+        self.messages.push(ChatMessage::new("user", user));
+        match self.fit(model, options.max_tokens) {
+            Ok(dropped) => {
+                let prompt = self.template.render(&self.messages, true)?;
+                let mut request = options.request(Prompt::Text(prompt.as_str().into()), seed);
+                request.add_special = self.adds_bos(&prompt);
+                request.parse_special = true;
+                request
+                    .stop
+                    .extend(self.template_stop.iter().map(|s| s.as_str().into()));
+                Ok(PreparedTurn { request, dropped })
+            }
+            Err(e) => {
+                self.messages.pop();
+                Err(e)
+            }
+        }
+    }
+
+    /// Records the reply to the last prepared turn.
+    pub fn commit(&mut self, reply: &str, stats: &GenerationStats, generated: &[u32]) {
+        self.messages
+            .push(ChatMessage::new("assistant", reply.trim()));
+        self.history = stats.prompt_ids.to_vec();
+        self.history.extend_from_slice(generated);
+    }
+
+    /// Forgets the last prepared turn (its generation failed).
+    pub fn abandon(&mut self) {
+        if self.messages.last().is_some_and(|m| m.role == "user") {
+            self.messages.pop();
+        }
+    }
+
+    /// Whether the engine should add BOS to `prompt`: only when the template did not.
+    fn adds_bos(&self, prompt: &str) -> bool {
+        !self
+            .bos_text
+            .as_ref()
+            .is_some_and(|b| prompt.as_bytes().starts_with(b))
+    }
+
+    fn fit(&mut self, model: &Model, max_tokens: u32) -> Result<usize, Error> {
+        let context = self.context_length;
+        if context == 0 {
+            return Ok(0);
+        }
+        let mut room = (context / 4).max(1);
+        if max_tokens > 0 {
+            room = room.min(max_tokens as usize);
+        }
+        let mut tokens = 0;
+        let template = &self.template;
+        let bos_text = self.bos_text.clone();
+        let fitted = drop_oldest_turns(&mut self.messages, |m| -> Result<bool, Error> {
+            let prompt = template.render(m, true)?;
+            let add_bos = !bos_text
+                .as_ref()
+                .is_some_and(|b| prompt.as_bytes().starts_with(b));
+            tokens = model.tokenize(&prompt, add_bos, true)?.len();
+            Ok(tokens + room <= context)
+        })?;
+        fitted.ok_or(Error::ConversationTooLong {
+            tokens,
+            context,
+            room,
+        })
+    }
+}
