@@ -25,13 +25,46 @@ pub fn prompt_ids(
     match &request.prompt {
         Prompt::Text(text) => tokenize(text.as_str(), request.add_special, request.parse_special),
         Prompt::Ids(ids) => {
-            if let Some(bad) = ids.iter().find(|&&id| id >= vocab_size) {
-                return Err(EngineError::invalid_request(format!(
-                    "token id {bad} is out of range: the vocabulary has {vocab_size} tokens"
-                )));
+            if let Some(&bad) = ids.iter().find(|&&id| id >= vocab_size) {
+                return Err(EngineError::token_out_of_range(bad, vocab_size));
             }
             Ok(ids.to_vec())
         }
+    }
+}
+
+/// The context a load gets when it asks for none and the model's trained length is
+/// unknown, and the most it gets by default (a model trained for 128k positions would
+/// otherwise allocate a KV cache for all of them).
+pub const DEFAULT_MAX_CONTEXT: u32 = 4096;
+
+/// The context-length policy every engine applies, in one place:
+///
+/// * `requested` 0 (not given): the model's `trained` length, at most
+///   [`DEFAULT_MAX_CONTEXT`] (which is also the answer when `trained` is 0, unknown);
+/// * `requested` n: n, even above the trained length (as llama.cpp does: quality may
+///   degrade past it, but the user asked);
+/// * except that an engine that cannot run positions past `hard_limit` (a fixed table
+///   of absolute or rotary positions) refuses a larger request with the limit in the
+///   message, rather than silently running a smaller context. A default above the
+///   limit is lowered to it.
+pub fn context_length(
+    requested: u32,
+    trained: u32,
+    hard_limit: Option<u32>,
+) -> Result<u32, EngineError> {
+    let default = match trained {
+        0 => DEFAULT_MAX_CONTEXT,
+        t => t.min(DEFAULT_MAX_CONTEXT),
+    };
+    match (requested, hard_limit) {
+        (0, Some(limit)) => Ok(default.min(limit)),
+        (0, None) => Ok(default),
+        (n, Some(limit)) if n > limit => Err(EngineError::invalid_request(format!(
+            "a context length of {n} is more than this engine can run for this model \
+             ({limit} positions); ask for at most {limit}"
+        ))),
+        (n, _) => Ok(n),
     }
 }
 
@@ -68,7 +101,7 @@ impl<'s> Decoding<'s> {
         if prompt_ids.is_empty() {
             return Err(EngineError::invalid_request(
                 "the prompt is empty after tokenization (and the model adds no BOS); \
-                 give a prompt or --prompt-ids",
+                 give a prompt (text or token ids)",
             ));
         }
         if prompt_ids.len() >= context_length {

@@ -135,9 +135,21 @@ impl EngineError {
             ErrorKind::ContextOverflow,
             format!(
                 "prompt needs {needed} tokens but the context holds {context_length}; \
-                 shorten the prompt or raise --ctx-size"
+                 shorten the prompt or raise the context length"
             ),
         )
+    }
+
+    /// The [`ErrorKind::InvalidRequest`] for a token id the vocabulary does not have.
+    pub fn token_out_of_range(id: u32, vocab_size: u32) -> Self {
+        Self::invalid_request(format!(
+            "token id {id} is out of range: the vocabulary has {vocab_size} tokens"
+        ))
+    }
+
+    /// The [`ErrorKind::InvalidRequest`] for generating with a vocabulary-only load.
+    pub fn vocab_only() -> Self {
+        Self::invalid_request("model was loaded vocab-only: it can tokenize but not generate")
     }
 }
 

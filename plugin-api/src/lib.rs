@@ -36,6 +36,7 @@ pub mod abi;
 pub mod decode;
 pub mod emit;
 pub mod error;
+pub mod generate;
 pub mod sampling;
 pub mod sdk;
 pub mod version;

@@ -282,9 +282,22 @@ fn sampling_stop_strings_cancellation_and_limits() {
     assert_eq!((seen, stats.generated_tokens), (3, 3));
     assert_eq!(stats.stop_reason(), StopReason::Cancelled);
 
-    // A context beyond the trained 512 positions is capped to it.
-    let big = load_ctx(&registry, &gpt2(), 600).unwrap();
-    assert_eq!(big.info().context_length, 512);
+    // A context beyond the trained 512 positions (absolute position embeddings) is
+    // refused with the limit, not silently shortened.
+    let err = load_ctx(&registry, &gpt2(), 600).unwrap_err();
+    let (kind, message) = engine_error(&err);
+    assert_eq!(kind, ErrorKind::InvalidRequest);
+    assert!(
+        message.contains("a context length of 600") && message.contains("at most 512"),
+        "{message}"
+    );
+    assert_eq!(
+        load_ctx(&registry, &gpt2(), 512)
+            .unwrap()
+            .info()
+            .context_length,
+        512
+    );
 
     let small = load_ctx(&registry, &gpt2(), 6).unwrap();
     let (_, generated, _, reason) = generate(&small, greedy(ids(&[0, 0, 0, 52]), 0));

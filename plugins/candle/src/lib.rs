@@ -38,7 +38,7 @@ use runanywhere_plugin_api::{
     InitRequest, KeyValue, LoadRequest, ModelInfo, SinkControl,
 };
 
-use crate::backend::Forward;
+use crate::backend::Backend;
 use crate::generate::Generator;
 use crate::threads::Threads;
 
@@ -103,7 +103,7 @@ pub struct CandleModel {
     vocab: Vocab,
     info: ModelInfo,
     /// The weights and KV cache; `None` for a vocab-only load.
-    backend: Option<Mutex<Box<dyn Forward>>>,
+    backend: Option<Mutex<Box<dyn Backend>>>,
     threads: Threads,
     context_length: usize,
     n_vocab: usize,
@@ -150,10 +150,8 @@ impl CandleModel {
         if (id as usize) < self.vocab.len() {
             Ok(())
         } else {
-            Err(EngineError::invalid_request(format!(
-                "token id {id} is out of range: the vocabulary has {} tokens",
-                self.vocab.len()
-            )))
+            let size = u32::try_from(self.vocab.len()).unwrap_or(u32::MAX);
+            Err(EngineError::token_out_of_range(id, size))
         }
     }
 }
@@ -191,11 +189,7 @@ impl Model for CandleModel {
         request: &GenerateRequest,
         sink: &mut dyn FnMut(u32, &str) -> SinkControl,
     ) -> Result<GenerationStats, EngineError> {
-        let backend = self.backend.as_ref().ok_or_else(|| {
-            EngineError::invalid_request(
-                "model was loaded vocab-only: it can tokenize but not generate",
-            )
-        })?;
+        let backend = self.backend.as_ref().ok_or_else(EngineError::vocab_only)?;
         Generator {
             vocab: &self.vocab,
             backend,

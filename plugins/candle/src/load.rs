@@ -13,13 +13,10 @@ use runanywhere_convert::gguf::GgufFile;
 use runanywhere_convert::llama2c::{self, Checkpoint, Llama2cConfig};
 use runanywhere_convert::tokenizer::{self, ConvertedTokenizer};
 use runanywhere_convert::{llama, ConvertError, Vocab};
-use runanywhere_plugin_api::{EngineError, KeyValue, LoadRequest, ModelInfo};
+use runanywhere_plugin_api::{decode, EngineError, KeyValue, LoadRequest, ModelInfo};
 
-use crate::backend::{Forward, GgufLlama, HfFolder, Llama2c, GGUF_MAX_POSITIONS};
+use crate::backend::{Backend, GgufLlama, HfFolder, Llama2c, GGUF_MAX_POSITIONS};
 use crate::errors::load_error;
-
-/// Context length used when the request says 0 and the model was trained with more.
-const DEFAULT_MAX_CONTEXT: usize = 4096;
 
 /// What a model file is.
 #[derive(Debug)]
@@ -37,7 +34,7 @@ pub(crate) struct Loaded {
     /// The vocabulary.
     pub(crate) vocab: Vocab,
     /// The weights; `None` for a vocab-only load.
-    pub(crate) backend: Option<Box<dyn Forward>>,
+    pub(crate) backend: Option<Box<dyn Backend>>,
     /// Facts for the host (extensions are completed by the caller).
     pub(crate) info: ModelInfo,
     /// Context length in effect.
@@ -80,7 +77,7 @@ pub(crate) fn load(request: &LoadRequest) -> Result<Loaded, EngineError> {
             request.vocab_only,
         ),
     }
-    .map_err(load_error)
+    .map_err(LoadFailure::into_engine_error)
 }
 
 /// Recognises the format of `path` from its content.
@@ -136,12 +133,40 @@ fn detect(path: &Path) -> Result<Source, EngineError> {
 }
 
 /// The context length for a request of `requested` (0 = the model's) on a model trained
-/// with `train` positions (0 = unknown).
-fn context_for(requested: usize, train: usize) -> usize {
-    match (requested, train) {
-        (0, 0) => DEFAULT_MAX_CONTEXT,
-        (0, t) => t.min(DEFAULT_MAX_CONTEXT),
-        (r, _) => r,
+/// with `train` positions (0 = unknown), by the kit's one policy
+/// ([`decode::context_length`]); `limit` is a position table the backend cannot grow.
+fn context_for(requested: usize, train: usize, limit: Option<usize>) -> Result<usize, EngineError> {
+    let u = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    decode::context_length(u(requested), u(train), limit.map(u)).map(|c| c as usize)
+}
+
+/// Why a load failed: the conversion library's error, or the engine's own.
+#[derive(Debug)]
+pub(crate) enum LoadFailure {
+    /// Reading the model (see [`load_error`]).
+    Convert(ConvertError),
+    /// Anything else.
+    Engine(EngineError),
+}
+
+impl From<ConvertError> for LoadFailure {
+    fn from(e: ConvertError) -> Self {
+        LoadFailure::Convert(e)
+    }
+}
+
+impl From<EngineError> for LoadFailure {
+    fn from(e: EngineError) -> Self {
+        LoadFailure::Engine(e)
+    }
+}
+
+impl LoadFailure {
+    fn into_engine_error(self) -> EngineError {
+        match self {
+            LoadFailure::Convert(e) => load_error(e),
+            LoadFailure::Engine(e) => e,
+        }
     }
 }
 
@@ -162,7 +187,7 @@ fn load_gguf(
     tokenizer_path: Option<&Path>,
     requested: usize,
     vocab_only: bool,
-) -> Result<Loaded, ConvertError> {
+) -> Result<Loaded, LoadFailure> {
     let gguf = GgufFile::open(path)?;
     let arch = gguf.architecture().unwrap_or("").to_string();
     let train = gguf
@@ -188,20 +213,13 @@ fn load_gguf(
     if let Some(name) = gguf.get_str("general.name") {
         extensions.push(KeyValue::new("general.name", name));
     }
-    let (backend, vocab_size, context_length): (Option<Box<dyn Forward>>, usize, usize) =
+    let (backend, vocab_size, context_length): (Option<Box<dyn Backend>>, usize, usize) =
         if vocab_only {
-            (None, n_tokens, context_for(requested, train))
+            (None, n_tokens, context_for(requested, train, None)?)
         } else {
             let params = llama::gguf_params(&gguf)?;
-            let mut context = context_for(requested, train);
-            if context > GGUF_MAX_POSITIONS {
-                tracing::warn!(
-                    requested = context,
-                    max = GGUF_MAX_POSITIONS,
-                    "Candle's GGUF llama has rotary tables for a limited context; clamping"
-                );
-                context = GGUF_MAX_POSITIONS;
-            }
+            // Candle's quantized llama has rotary tables for a fixed number of positions.
+            let context = context_for(requested, train, Some(GGUF_MAX_POSITIONS))?;
             if let Some(q) = gguf.tensor_info("blk.0.attn_q.weight") {
                 extensions.push(KeyValue::new("weights_type", format!("{:?}", q.ggml_dtype)));
             }
@@ -227,7 +245,7 @@ fn load_llama2c(
     tokenizer_path: Option<&Path>,
     requested: usize,
     vocab_only: bool,
-) -> Result<Loaded, ConvertError> {
+) -> Result<Loaded, LoadFailure> {
     let vocab_size = config.vocab_size;
     let tok_path = match tokenizer_path {
         Some(p) => p.to_path_buf(),
@@ -242,16 +260,12 @@ fn load_llama2c(
         })?,
     };
     let tok = tokenizer::from_file(&tok_path, vocab_size)?;
-    let context = if requested == 0 {
-        config.seq_len
-    } else {
-        requested
-    };
+    let context = context_for(requested, config.seq_len, None)?;
     let extensions = vec![KeyValue::new(
         "tokenizer_file",
         tok_path.display().to_string(),
     )];
-    let (backend, parameters): (Option<Box<dyn Forward>>, u64) = if vocab_only {
+    let (backend, parameters): (Option<Box<dyn Backend>>, u64) = if vocab_only {
         (None, 0)
     } else {
         let checkpoint = Checkpoint::read(path)?;
@@ -282,11 +296,11 @@ fn load_folder(
     tokenizer_path: Option<&Path>,
     requested: usize,
     vocab_only: bool,
-) -> Result<Loaded, ConvertError> {
+) -> Result<Loaded, LoadFailure> {
     let folder = HfFolder::open(dir)?;
     let tok = runanywhere_convert::hf::load_tokenizer(dir, tokenizer_path)?;
-    let context = context_for(requested, folder.max_positions);
-    let (backend, parameters): (Option<Box<dyn Forward>>, u64) = if vocab_only {
+    let context = context_for(requested, folder.max_positions, None)?;
+    let (backend, parameters): (Option<Box<dyn Backend>>, u64) = if vocab_only {
         (None, 0)
     } else {
         let (model, parameters) = folder.load(context)?;
@@ -309,7 +323,7 @@ fn load_folder(
 #[allow(clippy::too_many_arguments)]
 fn finish(
     tok: ConvertedTokenizer,
-    backend: Option<Box<dyn Forward>>,
+    backend: Option<Box<dyn Backend>>,
     vocab_size: usize,
     architecture: &str,
     parameters: u64,

@@ -58,7 +58,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{DecodeError, LlamaModelLoadError, LogOptions};
 use runanywhere_formats::gguf::{self, GgufSummary};
 use runanywhere_formats::FileError;
-use runanywhere_plugin_api::decode::{prompt_ids, Decoding};
+use runanywhere_plugin_api::decode::{self, prompt_ids, Decoding};
 use runanywhere_plugin_api::sdk::{Engine, Model};
 use runanywhere_plugin_api::{
     Capabilities, EngineError, EngineInfo, ErrorKind, GenerateRequest, GenerationStats,
@@ -71,9 +71,6 @@ const ENGINE_NAME: &str = "llama.cpp";
 const LLAMA_CPP_2_VERSION: &str = "0.1.160";
 /// When set (to anything), llama.cpp keeps logging to stderr.
 const LOG_ENV: &str = "RUNANYWHERE_LLAMA_LOG";
-/// Context length used when the request says 0 and the model was trained with more
-/// (or does not say): keeps the KV cache of large-context models at a sane size.
-const DEFAULT_MAX_CONTEXT: u32 = 4096;
 /// Prefill batch size when the request says 0.
 const DEFAULT_BATCH: u32 = 512;
 /// `n_gpu_layers` meaning "every layer".
@@ -300,11 +297,8 @@ impl LlamaCppModel {
                 EngineError::invalid_model(format!("{path_str}: the model has no vocabulary"))
             })?;
         let n_ctx_train = model.n_ctx_train();
-        let context_length = match request.context_length {
-            0 if n_ctx_train == 0 => DEFAULT_MAX_CONTEXT,
-            0 => n_ctx_train.min(DEFAULT_MAX_CONTEXT),
-            n => n,
-        };
+        // llama.cpp runs any context (past the trained length, quality may degrade).
+        let context_length = decode::context_length(request.context_length, n_ctx_train, None)?;
         if i32::try_from(context_length).is_err() {
             return Err(EngineError::invalid_request(format!(
                 "context length {context_length} is too large"
@@ -420,10 +414,7 @@ impl LlamaCppModel {
             // `n_vocab` came from an i32, so `id` fits one.
             Ok(LlamaToken::new(id as i32))
         } else {
-            Err(EngineError::invalid_request(format!(
-                "token id {id} is out of range: the vocabulary has {} tokens",
-                self.n_vocab
-            )))
+            Err(EngineError::token_out_of_range(id, self.n_vocab))
         }
     }
 }
@@ -481,11 +472,7 @@ impl Model for LlamaCppModel {
         request: &GenerateRequest,
         sink: &mut dyn FnMut(u32, &str) -> SinkControl,
     ) -> Result<GenerationStats, EngineError> {
-        let context = self.context.as_ref().ok_or_else(|| {
-            EngineError::invalid_request(
-                "model was loaded vocab-only: it can tokenize but not generate",
-            )
-        })?;
+        let context = self.context.as_ref().ok_or_else(EngineError::vocab_only)?;
         let prompt_ids = prompt_ids(request, self.n_vocab, |text, add, parse| {
             self.tokenize(text, add, parse)
         })?;
@@ -702,6 +689,18 @@ fn kv_cache_bytes(model: &LlamaModel, n_ctx: u32) -> Option<u64> {
 /// The structural check of the shared formats crate, as an `InvalidModel` error that
 /// names the file and the problem.
 fn check_gguf(path: &Path) -> Result<GgufSummary, EngineError> {
+    // A readable file of another format is not this engine's: `UnsupportedFormat`, as
+    // every engine answers, not `InvalidModel`.
+    let mut magic = [0u8; 4];
+    if let Ok(mut file) = runanywhere_formats::fs::open_regular(path) {
+        let read = std::io::Read::read(&mut file, &mut magic).unwrap_or(0);
+        if read == 4 && &magic != b"GGUF" {
+            return Err(EngineError::unsupported_format(format!(
+                "{} is not a GGUF file; the llama.cpp engine reads GGUF models",
+                path.display()
+            )));
+        }
+    }
     gguf::check_file(path).map_err(|e| match e {
         FileError::Directory { path, .. } => EngineError::invalid_model(format!(
             "{} is a directory; the llama.cpp engine loads a single .gguf file",
@@ -788,7 +787,11 @@ mod tests {
         results.push(("header only", load_err(&engine, &path, true)));
         let _ = std::fs::remove_file(&path);
         for (name, err) in results {
-            assert_eq!(err.kind(), ErrorKind::InvalidModel, "{name}: {err}");
+            let expected = match name {
+                "garbage" => ErrorKind::UnsupportedFormat,
+                _ => ErrorKind::InvalidModel,
+            };
+            assert_eq!(err.kind(), expected, "{name}: {err}");
             assert!(
                 err.message().contains(&path.display().to_string()),
                 "{name}: {err}"

@@ -2,17 +2,17 @@
 //!
 //! It stands in for a real engine in host tests (the seed's `MockLLMService`): it loads
 //! the pseudo-model `mock`, tokenizes with a fixed tiny vocabulary (three specials, 256
-//! byte tokens, then a list of words), and "generates" by choosing words with the shared
-//! [`Sampler`] over logits computed from a hash of the context. Each word is emitted as
-//! its tokens, so multi-byte characters (the vocabulary has `café` and `→`, which are
-//! spelled with byte tokens) cross token boundaries and exercise UTF-8 buffering. It
-//! honours max_tokens, stop strings, the seed and cancellation through the same
-//! [`Decoding`] bookkeeping as the real engines.
+//! byte tokens, then a list of words), and generates through the kit's shared loop
+//! ([`generate::run`]) like the real engines, from pseudo-logits computed from a hash of
+//! the context ([`MockForward`]). Words with multi-byte characters (`café`, `→`) are
+//! spelled with byte tokens: their logit sits on the first token of the spelling, and
+//! once that is sampled the rest is forced, so characters cross token boundaries and
+//! exercise UTF-8 buffering. max_tokens, stop strings, the seed and cancellation behave
+//! exactly as in the real engines, because it is the same code.
 
 use runanywhere_plugin_api::{
-    decode::{prompt_ids, Decoding},
     export_plugin,
-    sampling::Sampler,
+    generate::{self, Forward, Vocabulary},
     sdk::{Engine, Model},
     Capabilities, EngineError, EngineInfo, GenerateRequest, GenerationStats, InitRequest, KeyValue,
     LoadRequest, ModelInfo, SinkControl,
@@ -28,11 +28,13 @@ const BYTE0: u32 = 3;
 const WORD0: u32 = BYTE0 + 256;
 
 /// The word vocabulary. Words with non-ASCII characters are not tokens themselves: they
-/// are spelled with byte tokens, like byte fallback in SentencePiece.
+/// are spelled with byte tokens, like byte fallback in SentencePiece, and their spellings
+/// start with different bytes (" café" with the space, "→" with 0xE2), so the first
+/// token tells which word is being spelled.
 const WORDS: &[&str] = &[
     " the", " a", " cat", " dog", " sat", " on", " mat", " and", " ran", " to", " park", " hello",
     " world", " is", " happy", " big", " small", " red", " ball", " saw", " then", " it", " was",
-    " sunny", " day", ".", ",", "\n", " café", " →", " end", "hello", "Once", " upon", " time",
+    " sunny", " day", ".", ",", "\n", " café", "→", " end", "hello", "Once", " upon", " time",
 ];
 
 /// Default context length of the pseudo-model.
@@ -197,29 +199,91 @@ impl Model for MockModel {
         request: &GenerateRequest,
         sink: &mut dyn FnMut(u32, &str) -> SinkControl,
     ) -> Result<GenerationStats, EngineError> {
-        let prompt_ids = prompt_ids(request, self.vocab_size(), |text, add, parse| {
-            self.tokenize(text, add, parse)
-        })?;
-        let mut sampler = Sampler::new(&request.sampling);
-        let mut decoding = Decoding::start(
-            request,
-            prompt_ids,
-            self.context_length as usize,
-            vec![EOS],
-            sink,
-        )?;
-        decoding.prefill_done();
-        let reason = 'outer: loop {
-            let mut logits = Self::word_logits(decoding.history());
-            let word = sampler.sample(&mut logits, &[]) as usize;
-            for id in self.tokenize(WORDS[word], false, false)? {
-                let bytes = self.token_bytes(id)?;
-                if let Some(reason) = decoding.accept(id, &bytes) {
-                    break 'outer reason;
-                }
-            }
+        let tokenize = |text: &str, add: bool, parse: bool| self.tokenize(text, add, parse);
+        let bytes = |id: u32| self.token_bytes(id);
+        let vocab = Vocabulary {
+            size: self.vocab_size(),
+            eog: vec![EOS],
+            tokenize: &tokenize,
+            bytes: &bytes,
         };
-        Ok(decoding.finish(reason))
+        let mut forward = MockForward::new(self)?;
+        let context = self.context_length as usize;
+        generate::run(&mut forward, &vocab, context, context, request, sink)
+    }
+}
+
+/// The mock's forward pass: pseudo-logits over the words, placed on each word's token
+/// (or the first token of its spelling), or the next token of a word being spelled.
+struct MockForward {
+    vocab_size: usize,
+    /// The token each word's logit sits on.
+    starts: Vec<u32>,
+    /// Multi-token words: (first token, the rest of the spelling).
+    spellings: Vec<(u32, Vec<u32>)>,
+    /// Every id run so far.
+    history: Vec<u32>,
+    /// The rest of the spelling of the word being generated, next token first.
+    spelling: Vec<u32>,
+}
+
+impl MockForward {
+    fn new(model: &MockModel) -> Result<Self, EngineError> {
+        let mut starts = Vec::with_capacity(WORDS.len());
+        let mut spellings = Vec::new();
+        for word in WORDS {
+            let ids = model.tokenize(word, false, false)?;
+            starts.push(ids[0]);
+            if ids.len() > 1 {
+                spellings.push((ids[0], ids[1..].to_vec()));
+            }
+        }
+        Ok(MockForward {
+            vocab_size: model.vocab_size() as usize,
+            starts,
+            spellings,
+            history: Vec::new(),
+            spelling: Vec::new(),
+        })
+    }
+}
+
+impl Forward for MockForward {
+    fn reset(&mut self) -> Result<(), EngineError> {
+        self.history.clear();
+        self.spelling.clear();
+        Ok(())
+    }
+
+    fn forward(&mut self, ids: &[u32], _pos: usize) -> Result<Vec<f32>, EngineError> {
+        // After the prompt, generated ids arrive one at a time: the first token of a
+        // spelled word starts its spelling, and each forced token advances it.
+        if let (false, [id]) = (self.history.is_empty(), ids) {
+            if self.spelling.first() == Some(id) {
+                self.spelling.remove(0);
+            } else {
+                self.spelling = self
+                    .spellings
+                    .iter()
+                    .find(|(first, _)| first == id)
+                    .map(|(_, rest)| rest.clone())
+                    .unwrap_or_default();
+            }
+        }
+        self.history.extend_from_slice(ids);
+        let mut logits = vec![f32::NEG_INFINITY; self.vocab_size];
+        if let Some(&next) = self.spelling.first() {
+            logits[next as usize] = 0.0;
+            return Ok(logits);
+        }
+        for (&start, logit) in self
+            .starts
+            .iter()
+            .zip(MockModel::word_logits(&self.history))
+        {
+            logits[start as usize] = logit;
+        }
+        Ok(logits)
     }
 }
 

@@ -9,9 +9,9 @@
 //! float type the model keeps its cache in passes through. The attention mask is all
 //! ones over past plus new tokens and positions continue from the past length.
 //!
-//! Logits are read for the last position only; sampling, stop strings, UTF-8 handling,
-//! limits and timing are the plugin kit's ([`Sampler`], [`Decoding`]), so this engine
-//! behaves like every other one for the same request.
+//! Logits are read for the last position only; the loop itself, sampling, stop strings,
+//! UTF-8 handling, limits and timing are the plugin kit's ([`generate::run`]), so this
+//! engine behaves like every other one for the same request.
 //!
 //! # Concurrency
 //!
@@ -26,8 +26,8 @@ use abi_stable::std_types::{ROption, RString, RVec};
 use ort::memory::Allocator;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynTensor, DynValue, Tensor};
-use runanywhere_plugin_api::decode::{self, Decoding};
-use runanywhere_plugin_api::sampling::Sampler;
+use runanywhere_plugin_api::decode;
+use runanywhere_plugin_api::generate::{self, Forward, Vocabulary};
 use runanywhere_plugin_api::{
     EngineError, GenerateRequest, GenerationStats, KeyValue, LoadRequest, ModelInfo, SinkControl,
 };
@@ -39,9 +39,6 @@ use crate::layout::{self, ModelFiles};
 use crate::runtime::Runtime;
 use crate::signature::{self, IntInput, IntType, Port, Signature};
 use crate::tokenizer;
-
-/// Context length used when neither the request nor the model says.
-const DEFAULT_CONTEXT: u32 = 4096;
 
 /// Special tokens that end a turn in common chat models; those present in the
 /// vocabulary count as end of generation, as in llama.cpp.
@@ -134,20 +131,10 @@ impl OnnxModel {
             });
         let train_context = config.context_length.unwrap_or(0);
         // Positions past the trained context fail inside the graph (absolute position
-        // embeddings) or degrade, so a larger request is capped to it.
-        let context_length = match request.context_length {
-            0 if train_context == 0 => DEFAULT_CONTEXT,
-            0 => train_context.min(DEFAULT_CONTEXT),
-            n if train_context > 0 && n > train_context => {
-                tracing::warn!(
-                    requested = n,
-                    train_context,
-                    "the model was trained for a shorter context; using its length"
-                );
-                train_context
-            }
-            n => n,
-        };
+        // embeddings, fixed rotary caches), so it is the limit of a request.
+        let limit = (train_context > 0).then_some(train_context);
+        let context_length = decode::context_length(request.context_length, train_context, limit)
+            .map_err(|e| OnnxError::InvalidRequest(e.message().to_string()))?;
 
         let mut eog: Vec<u32> = config.eos.clone();
         eog.extend(
@@ -218,49 +205,33 @@ impl OnnxModel {
         Ok(ids)
     }
 
-    /// Generates; see the module docs.
+    /// Generates through the kit's shared loop; see the module docs.
     pub(crate) fn generate(
         &self,
         request: &GenerateRequest,
         sink: &mut dyn FnMut(u32, &str) -> SinkControl,
     ) -> std::result::Result<GenerationStats, EngineError> {
-        let decoder = self.decoder.as_ref().ok_or_else(|| {
-            OnnxError::InvalidRequest(
-                "model was loaded vocab-only: it can tokenize but not generate".into(),
-            )
-        })?;
-        let prompt_ids = decode::prompt_ids(request, self.vocab, |text, add, parse| {
-            Ok(self.tokenize_for_model(text, add, parse)?)
-        })?;
+        let decoder = self.decoder.as_ref().ok_or_else(EngineError::vocab_only)?;
+        let tokenize =
+            |text: &str, add: bool, parse: bool| Ok(self.tokenize_for_model(text, add, parse)?);
+        // Ids in rows padding the embedding past the tokenizer have no text.
+        let bytes = |id: u32| Ok(tokenizer::piece(&self.tokenizer, id, false)?.to_vec());
+        let vocab = Vocabulary {
+            size: self.vocab,
+            eog: self.tokenizer.special().eog.clone(),
+            tokenize: &tokenize,
+            bytes: &bytes,
+        };
         // A panic during an earlier generation (caught by the plugin kit) only poisons the
         // lock: every generation starts from a fresh cache, so the session is fine.
         let mut session = decoder
             .session
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut decoding = Decoding::start(
-            request,
-            prompt_ids,
-            self.context_length as usize,
-            self.tokenizer.special().eog.clone(),
-            sink,
-        )?;
-        let mut sampler = Sampler::new(&request.sampling);
         let mut run = Run::new(&mut session, &decoder.signature, self.vocab as usize)?;
-
-        let mut logits = Vec::new();
-        run.step(decoding.prompt_ids(), &mut logits)?;
-        decoding.prefill_done();
-        let reason = loop {
-            let id = sampler.sample(&mut logits, decoding.history());
-            // Ids in rows padding the embedding past the tokenizer have no text.
-            let bytes = tokenizer::piece(&self.tokenizer, id, false)?;
-            if let Some(reason) = decoding.accept(id, bytes) {
-                break reason;
-            }
-            run.step(&[id], &mut logits)?;
-        };
-        Ok(decoding.finish(reason))
+        // The whole prompt goes in one session call.
+        let context = self.context_length as usize;
+        generate::run(&mut run, &vocab, context, context, request, sink)
     }
 }
 
@@ -276,28 +247,52 @@ struct Run<'a> {
     vocab: usize,
 }
 
+impl Forward for Run<'_> {
+    fn reset(&mut self) -> std::result::Result<(), EngineError> {
+        self.cache = empty_cache(self.signature)?;
+        self.past = 0;
+        Ok(())
+    }
+
+    fn forward(&mut self, ids: &[u32], pos: usize) -> std::result::Result<Vec<f32>, EngineError> {
+        if pos != self.past {
+            return Err(EngineError::internal(format!(
+                "the ONNX cache holds {} positions, not {pos}",
+                self.past
+            )));
+        }
+        let mut logits = Vec::new();
+        self.step(ids, &mut logits)?;
+        Ok(logits)
+    }
+}
+
+/// One empty cache tensor (past length 0) per cache slot of `signature`.
+fn empty_cache(signature: &Signature) -> Result<Vec<DynValue>> {
+    let allocator = Allocator::default();
+    signature
+        .cache
+        .iter()
+        .map(|slot| {
+            DynTensor::new(&allocator, slot.ty, slot.empty_shape.clone())
+                .map(|t| t.into_dyn())
+                .map_err(|e| {
+                    OnnxError::Internal(format!(
+                        "cannot create the empty cache tensor {}: {e}",
+                        slot.input
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>>>()
+}
+
 impl<'a> Run<'a> {
     /// A run with an empty cache (past length 0).
     fn new(session: &'a mut Session, signature: &'a Signature, vocab: usize) -> Result<Self> {
-        let allocator = Allocator::default();
-        let cache = signature
-            .cache
-            .iter()
-            .map(|slot| {
-                DynTensor::new(&allocator, slot.ty, slot.empty_shape.clone())
-                    .map(|t| t.into_dyn())
-                    .map_err(|e| {
-                        OnnxError::Internal(format!(
-                            "cannot create the empty cache tensor {}: {e}",
-                            slot.input
-                        ))
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
         Ok(Run {
             session,
             signature,
-            cache,
+            cache: empty_cache(signature)?,
             past: 0,
             vocab,
         })

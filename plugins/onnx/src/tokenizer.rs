@@ -12,6 +12,7 @@
 
 use std::path::Path;
 
+use runanywhere_plugin_api::EngineError;
 use runanywhere_tokenizer::{SpecialTokens, Vocab};
 use tokenizers::Tokenizer;
 
@@ -84,8 +85,10 @@ pub(crate) fn tokenize(
 
 /// The error for an id past the vocabulary.
 fn out_of_range(vocab: &Vocab, id: u32) -> OnnxError {
-    OnnxError::InvalidRequest(format!(
-        "token id {id} is out of range: the vocabulary has {} tokens",
-        vocab.len()
-    ))
+    let size = u32::try_from(vocab.len()).unwrap_or(u32::MAX);
+    OnnxError::InvalidRequest(
+        EngineError::token_out_of_range(id, size)
+            .message()
+            .to_string(),
+    )
 }

@@ -6,7 +6,7 @@ use candle_transformers::models::quantized_llama::ModelWeights;
 use runanywhere_convert::gguf::GgufFile;
 use runanywhere_convert::ConvertError;
 
-use super::{input, last_logits, Forward};
+use super::{input, last_logits, Backend};
 
 /// Positions `quantized_llama` has rotary tables for.
 pub(crate) const MAX_POSITIONS: usize = candle_transformers::models::quantized_llama::MAX_SEQ_LEN;
@@ -29,7 +29,7 @@ impl GgufLlama {
     }
 }
 
-impl Forward for GgufLlama {
+impl Backend for GgufLlama {
     fn reset(&mut self) -> candle_core::Result<()> {
         self.weights.clear_kv_cache();
         Ok(())

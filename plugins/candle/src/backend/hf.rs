@@ -19,7 +19,7 @@ use runanywhere_convert::hf::read_json;
 use runanywhere_convert::ConvertError;
 use serde_json::Value;
 
-use super::{input, last_logits, Forward};
+use super::{input, last_logits, Backend};
 
 /// Positions used when neither the request nor the config says.
 const DEFAULT_POSITIONS: usize = 4096;
@@ -333,7 +333,7 @@ pub(crate) enum HfModel {
     Qwen2(Box<qwen2::ModelForCausalLM>),
 }
 
-impl Forward for HfModel {
+impl Backend for HfModel {
     fn reset(&mut self) -> candle_core::Result<()> {
         match self {
             HfModel::Llama(run) => {

@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::llama2_c::{Cache, Config, Llama};
 use runanywhere_convert::llama2c::{Checkpoint, Llama2cConfig};
 
-use super::{input, last_logits, Forward};
+use super::{input, last_logits, Backend};
 
 /// A llama2.c model and its KV cache.
 pub(crate) struct Llama2c {
@@ -59,7 +59,7 @@ impl Llama2c {
     }
 }
 
-impl Forward for Llama2c {
+impl Backend for Llama2c {
     fn reset(&mut self) -> candle_core::Result<()> {
         self.cache = Cache::new(true, &self.config, self.vb.pp("rot"))?;
         Ok(())

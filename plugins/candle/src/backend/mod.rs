@@ -5,7 +5,7 @@
 //! `quantized_llama` for GGUF (quantised matmuls, adjacent-pair rotary), `llama2_c` for
 //! llama2.c checkpoints (adjacent-pair rotary, the file's own rotary tables), and
 //! `llama` / `qwen2` for Hugging Face folders (half-split rotary). All compute in `f32`.
-//! The KV cache lives inside the backend for a whole generation; [`Forward::reset`]
+//! The KV cache lives inside the backend for a whole generation; [`Backend::reset`]
 //! empties it before the next one.
 
 mod gguf;
@@ -18,9 +18,10 @@ pub(crate) use llama2c::Llama2c;
 
 use candle_core::{DType, Tensor};
 
-/// A loaded model with a KV cache.
-pub(crate) trait Forward: Send {
-    /// Empties the KV cache: the next [`Forward::forward`] starts at position 0.
+/// A loaded Candle model with a KV cache: what [`crate::generate`] adapts to the kit's
+/// [`runanywhere_plugin_api::generate::Forward`] (running it on the model's thread pool).
+pub(crate) trait Backend: Send {
+    /// Empties the KV cache: the next [`Backend::forward`] starts at position 0.
     fn reset(&mut self) -> candle_core::Result<()>;
 
     /// Runs `ids` at positions `pos..pos + ids.len()` (all earlier positions are in the
