@@ -26,12 +26,21 @@ pub trait Forward {
     fn reset(&mut self) -> Result<(), EngineError>;
 
     /// Runs `ids` at positions `pos..pos + ids.len()` (every earlier position is in the
-    /// cache) and returns the logits after the last of them: one per vocabulary entry.
-    fn forward(&mut self, ids: &[u32], pos: usize) -> Result<Vec<f32>, EngineError>;
+    /// cache) and writes the logits after the last of them into `logits` (replacing its
+    /// content): one per vocabulary entry. The buffer is reused across steps.
+    fn forward(
+        &mut self,
+        ids: &[u32],
+        pos: usize,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError>;
 }
 
 /// Text → ids (`add_special`, `parse_special`): an engine's tokenizer.
 pub type Tokenize<'a> = dyn Fn(&str, bool, bool) -> Result<Vec<u32>, EngineError> + 'a;
+
+/// id → its text bytes, appended to a buffer.
+pub type TokenBytes<'a> = dyn Fn(u32, &mut Vec<u8>) -> Result<(), EngineError> + 'a;
 
 /// What [`run`] needs to know about the model besides its forward pass.
 pub struct Vocabulary<'a> {
@@ -41,8 +50,9 @@ pub struct Vocabulary<'a> {
     pub eog: Vec<u32>,
     /// Text → ids (`add_special`, `parse_special`), for text prompts.
     pub tokenize: &'a Tokenize<'a>,
-    /// The bytes a generated id adds to the text (empty for control tokens).
-    pub bytes: &'a dyn Fn(u32) -> Result<Vec<u8>, EngineError>,
+    /// Appends the bytes a generated id adds to the text (none for control tokens) to
+    /// the buffer, which is reused across steps.
+    pub bytes: &'a TokenBytes<'a>,
 }
 
 /// Runs one generation of `request` on `model` with a context of `context_length`
@@ -71,11 +81,12 @@ pub fn run(
     let batch = batch.max(1);
     let mut logits = Vec::new();
     for (i, chunk) in decoding.prompt_ids().chunks(batch).enumerate() {
-        logits = model.forward(chunk, i * batch)?;
+        model.forward(chunk, i * batch, &mut logits)?;
     }
     decoding.prefill_done();
 
     let mut pos = decoding.prompt_ids().len();
+    let mut bytes = Vec::new();
     let reason = loop {
         if logits.len() != vocab.size as usize {
             return Err(EngineError::internal(format!(
@@ -85,11 +96,12 @@ pub fn run(
             )));
         }
         let id = sampler.sample(&mut logits, decoding.history());
-        let bytes = (vocab.bytes)(id)?;
+        bytes.clear();
+        (vocab.bytes)(id, &mut bytes)?;
         if let Some(reason) = decoding.accept(id, &bytes) {
             break reason;
         }
-        logits = model.forward(&[id], pos)?;
+        model.forward(&[id], pos, &mut logits)?;
         pos += 1;
     };
     Ok(decoding.finish(reason))
@@ -112,19 +124,21 @@ mod tests {
             Ok(())
         }
 
-        fn forward(&mut self, ids: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
+        fn forward(
+            &mut self,
+            ids: &[u32],
+            pos: usize,
+            logits: &mut Vec<f32>,
+        ) -> Result<(), EngineError> {
             self.calls.push((ids.to_vec(), pos));
-            let mut logits = vec![0.0; 8];
+            *logits = vec![0.0; 8];
             let last = pos + ids.len() - 1;
             logits[self.next.get(last).copied().unwrap_or(0) as usize] = 1.0;
-            Ok(logits)
+            Ok(())
         }
     }
 
-    fn vocab<'a>(
-        tokenize: &'a Tokenize<'a>,
-        bytes: &'a dyn Fn(u32) -> Result<Vec<u8>, EngineError>,
-    ) -> Vocabulary<'a> {
+    fn vocab<'a>(tokenize: &'a Tokenize<'a>, bytes: &'a TokenBytes<'a>) -> Vocabulary<'a> {
         Vocabulary {
             size: 8,
             eog: vec![7],
@@ -136,7 +150,10 @@ mod tests {
     #[test]
     fn prefills_in_chunks_then_decodes_one_token_at_a_time() {
         let tokenize = |_: &str, _: bool, _: bool| Ok(vec![1, 2, 3, 4, 5]);
-        let bytes = |id: u32| Ok(vec![b'a' + id as u8]);
+        let bytes = |id: u32, out: &mut Vec<u8>| {
+            out.push(b'a' + id as u8);
+            Ok(())
+        };
         let v = vocab(&tokenize, &bytes);
         // Position 4 (the last prompt token) predicts 6, then 5 → 6, 6 → 7 (EOG).
         let mut model = Scripted {
@@ -167,7 +184,7 @@ mod tests {
     #[test]
     fn ids_past_the_model_vocabulary_and_wrong_logit_widths_are_errors() {
         let tokenize = |_: &str, _: bool, _: bool| Ok(vec![1, 9]);
-        let bytes = |_: u32| Ok(Vec::new());
+        let bytes = |_: u32, _: &mut Vec<u8>| Ok(());
         let v = vocab(&tokenize, &bytes);
         let mut model = Scripted {
             next: Vec::new(),
@@ -183,8 +200,14 @@ mod tests {
             fn reset(&mut self) -> Result<(), EngineError> {
                 Ok(())
             }
-            fn forward(&mut self, _: &[u32], _: usize) -> Result<Vec<f32>, EngineError> {
-                Ok(vec![0.0; 9])
+            fn forward(
+                &mut self,
+                _: &[u32],
+                _: usize,
+                l: &mut Vec<f32>,
+            ) -> Result<(), EngineError> {
+                *l = vec![0.0; 9];
+                Ok(())
             }
         }
         let tokenize = |_: &str, _: bool, _: bool| Ok(vec![1]);

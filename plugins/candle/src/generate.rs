@@ -44,11 +44,18 @@ impl Forward for OnPool<'_> {
         self.backend.reset().map_err(forward_error)
     }
 
-    fn forward(&mut self, ids: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
+    fn forward(
+        &mut self,
+        ids: &[u32],
+        pos: usize,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError> {
         let backend = &mut *self.backend;
-        self.threads
+        *logits = self
+            .threads
             .run(|| backend.forward(ids, pos))
-            .map_err(forward_error)
+            .map_err(forward_error)?;
+        Ok(())
     }
 }
 
@@ -64,7 +71,10 @@ impl Generator<'_> {
                 .tokenize(text, add, parse)
                 .map_err(|e| EngineError::invalid_request(e.to_string()))
         };
-        let bytes = |id: u32| Ok(self.vocab.text_bytes(id).unwrap_or_default().to_vec());
+        let bytes = |id: u32, out: &mut Vec<u8>| {
+            out.extend_from_slice(self.vocab.text_bytes(id).unwrap_or_default());
+            Ok(())
+        };
         let vocab = Vocabulary {
             size: u32::try_from(self.n_vocab).unwrap_or(u32::MAX),
             eog: self.vocab.special().eog.clone(),

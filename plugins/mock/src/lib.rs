@@ -200,7 +200,10 @@ impl Model for MockModel {
         sink: &mut dyn FnMut(u32, &str) -> SinkControl,
     ) -> Result<GenerationStats, EngineError> {
         let tokenize = |text: &str, add: bool, parse: bool| self.tokenize(text, add, parse);
-        let bytes = |id: u32| self.token_bytes(id);
+        let bytes = |id: u32, out: &mut Vec<u8>| {
+            out.extend(self.token_bytes(id)?);
+            Ok(())
+        };
         let vocab = Vocabulary {
             size: self.vocab_size(),
             eog: vec![EOS],
@@ -255,7 +258,12 @@ impl Forward for MockForward {
         Ok(())
     }
 
-    fn forward(&mut self, ids: &[u32], _pos: usize) -> Result<Vec<f32>, EngineError> {
+    fn forward(
+        &mut self,
+        ids: &[u32],
+        _pos: usize,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError> {
         // After the prompt, generated ids arrive one at a time: the first token of a
         // spelled word starts its spelling, and each forced token advances it.
         if let (false, [id]) = (self.history.is_empty(), ids) {
@@ -271,10 +279,11 @@ impl Forward for MockForward {
             }
         }
         self.history.extend_from_slice(ids);
-        let mut logits = vec![f32::NEG_INFINITY; self.vocab_size];
+        logits.clear();
+        logits.resize(self.vocab_size, f32::NEG_INFINITY);
         if let Some(&next) = self.spelling.first() {
             logits[next as usize] = 0.0;
-            return Ok(logits);
+            return Ok(());
         }
         for (&start, logit) in self
             .starts
@@ -283,7 +292,7 @@ impl Forward for MockForward {
         {
             logits[start as usize] = logit;
         }
-        Ok(logits)
+        Ok(())
     }
 }
 

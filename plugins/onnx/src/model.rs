@@ -215,7 +215,10 @@ impl OnnxModel {
         let tokenize =
             |text: &str, add: bool, parse: bool| Ok(self.tokenize_for_model(text, add, parse)?);
         // Ids in rows padding the embedding past the tokenizer have no text.
-        let bytes = |id: u32| Ok(tokenizer::piece(&self.tokenizer, id, false)?.to_vec());
+        let bytes = |id: u32, out: &mut Vec<u8>| {
+            out.extend_from_slice(tokenizer::piece(&self.tokenizer, id, false)?);
+            Ok(())
+        };
         let vocab = Vocabulary {
             size: self.vocab,
             eog: self.tokenizer.special().eog.clone(),
@@ -254,16 +257,19 @@ impl Forward for Run<'_> {
         Ok(())
     }
 
-    fn forward(&mut self, ids: &[u32], pos: usize) -> std::result::Result<Vec<f32>, EngineError> {
+    fn forward(
+        &mut self,
+        ids: &[u32],
+        pos: usize,
+        logits: &mut Vec<f32>,
+    ) -> std::result::Result<(), EngineError> {
         if pos != self.past {
             return Err(EngineError::internal(format!(
                 "the ONNX cache holds {} positions, not {pos}",
                 self.past
             )));
         }
-        let mut logits = Vec::new();
-        self.step(ids, &mut logits)?;
-        Ok(logits)
+        Ok(self.step(ids, logits)?)
     }
 }
 
