@@ -24,6 +24,7 @@ use std::sync::OnceLock;
 
 use args::{Cli, Command};
 use clap::Parser;
+use runanywhere::store::StoreError;
 use runanywhere::{CancelToken, ErrorKind, LoadedModel, ResolvedModel, Runtime, RuntimeConfig};
 use table::escape_controls;
 
@@ -106,14 +107,34 @@ pub(crate) fn ctrl_c() -> &'static CancelToken {
     })
 }
 
-/// The CLI's names for the knobs a library error's fix mentions, to print after it.
-pub(crate) fn flag_hint(err: &anyhow::Error) -> Option<&'static str> {
-    let kind = err.downcast_ref::<runanywhere::Error>()?.kind();
-    match kind {
-        ErrorKind::InsufficientMemory => {
-            Some("--ctx-size sets the context length; --force loads the model anyway")
+/// The CLI's names for the knobs and commands a library error's fix mentions, to print
+/// after it.
+pub(crate) fn flag_hint(err: &anyhow::Error) -> Option<String> {
+    let store = err.downcast_ref::<StoreError>().or_else(|| {
+        match err.downcast_ref::<runanywhere::Error>() {
+            Some(runanywhere::Error::Store(e)) => Some(e),
+            _ => None,
         }
-        ErrorKind::ContextOverflow => Some("--ctx-size sets the context length"),
+    });
+    match store {
+        Some(StoreError::IdTaken { id, .. }) => {
+            return Some(format!(
+                "--id chooses another id; `runanywhere rm {id}` removes the model"
+            ))
+        }
+        Some(StoreError::UnknownModel { .. }) => {
+            return Some("`runanywhere models` lists them".into())
+        }
+        Some(StoreError::BadReference { .. }) => {
+            return Some("`runanywhere catalog` lists the catalog ids".into())
+        }
+        _ => {}
+    }
+    match err.downcast_ref::<runanywhere::Error>()?.kind() {
+        ErrorKind::InsufficientMemory => {
+            Some("--ctx-size sets the context length; --force loads the model anyway".into())
+        }
+        ErrorKind::ContextOverflow => Some("--ctx-size sets the context length".into()),
         _ => None,
     }
 }

@@ -109,12 +109,13 @@ pub(crate) fn info(runtime: &Runtime, args: &InfoArgs) -> anyhow::Result<ExitCod
 fn not_found(e: runanywhere::Error) -> anyhow::Error {
     match e {
         runanywhere::Error::Store(e @ StoreError::UnknownModel { .. }) => {
+            let id = match &e {
+                StoreError::UnknownModel { id, .. } => id.clone(),
+                _ => String::new(),
+            };
             anyhow::anyhow!(
-                "{} is neither a file or folder nor a model in the store: {e}",
-                match &e {
-                    StoreError::UnknownModel { id, .. } => id.as_str(),
-                    _ => "",
-                }
+                "{id} is neither a file or folder nor a model in the store: {e}; \
+                 `runanywhere models` lists them"
             )
         }
         other => other.into(),

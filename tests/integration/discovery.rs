@@ -150,8 +150,7 @@ fn first_directory_wins_for_a_duplicate_id_and_env_path_is_searched() {
         .any(|r| r["id"] == "mock" && r["status"] == "unavailable" && r["kind"] == "duplicate_id"));
 
     // RUNANYWHERE_PLUGIN_PATH is searched too (after --plugins-dir).
-    let out = std::process::Command::new(runanywhere_tests::binary())
-        .args(["engines", "--json"])
+    let out = runanywhere_tests::cli_command(None, &["engines", "--json"], &[])
         .env("RUNANYWHERE_PLUGIN_PATH", second.path())
         .output()
         .unwrap();

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod conformance;
+mod contract;
 mod discovery;
 mod faults;
 mod hardening;
@@ -12,4 +13,5 @@ mod llama;
 mod mock_cli;
 mod onnx;
 mod routing;
+mod runtime;
 mod store;

@@ -9,7 +9,6 @@
 //! `scripts/setup.sh` runs).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use runanywhere::registry::Registry;
 use runanywhere::{
@@ -17,8 +16,8 @@ use runanywhere::{
     SamplingParams, SinkControl, StopReason,
 };
 use runanywhere_tests::{
-    binary, data_dir, generate, json_ids, json_output, plugin_dir, plugin_library, run_cli, stderr,
-    vocab_cases,
+    cli_command, data_dir, generate, json_ids, json_output, plugin_dir, plugin_library, run_cli,
+    stderr, vocab_cases,
 };
 
 fn registry() -> (tempfile::TempDir, Registry) {
@@ -234,7 +233,11 @@ fn gpt2_tokenizer_agrees_with_llama_cpp_test_vectors() {
 }
 
 #[test]
-fn sampling_stop_strings_cancellation_and_limits() {
+fn sampling_stop_strings_and_context_limits_on_tiny_gpt2() {
+    // Cancellation, max_tokens, context overflow, out-of-vocabulary ids and vocab-only
+    // loads are the engine contract (contract.rs); this covers what is particular to
+    // this model: exact ids, a stop string across tokens, the trained-context limit,
+    // and a tokenizer that knows more ids than the model.
     let (_dir, registry) = registry();
     let model = load(&registry, &gpt2()).unwrap();
     // "a b c" tokenizes to ids inside the model's 1000-token vocabulary.
@@ -267,21 +270,6 @@ fn sampling_stop_strings_cancellation_and_limits() {
     assert_eq!(cut, " af");
     assert_eq!(ids_seen, vec![706, 706]);
 
-    // Cancellation: the sink says stop at the 3rd token.
-    let mut seen = 0;
-    let stats = model
-        .generate(greedy(text(), 8), |_, _| {
-            seen += 1;
-            if seen == 3 {
-                SinkControl::Stop
-            } else {
-                SinkControl::Continue
-            }
-        })
-        .unwrap();
-    assert_eq!((seen, stats.generated_tokens), (3, 3));
-    assert_eq!(stats.stop_reason(), StopReason::Cancelled);
-
     // A context beyond the trained 512 positions (absolute position embeddings) is
     // refused with the limit, not silently shortened.
     let err = load_ctx(&registry, &gpt2(), 600).unwrap_err();
@@ -303,14 +291,6 @@ fn sampling_stop_strings_cancellation_and_limits() {
     let (_, generated, _, reason) = generate(&small, greedy(ids(&[0, 0, 0, 52]), 0));
     assert_eq!(reason, StopReason::ContextFull);
     assert_eq!(generated, vec![204, 204, 204]);
-    let err = small
-        .generate(greedy(ids(&[1, 2, 3, 4, 5, 6, 7]), 1), |_, _| {
-            SinkControl::Continue
-        })
-        .unwrap_err();
-    let (kind, message) = engine_error(&err);
-    assert_eq!(kind, ErrorKind::ContextOverflow);
-    assert!(message.contains(" 6"), "{message}");
 
     // Ids outside the model's vocabulary are refused before the graph sees them.
     for prompt in [ids(&[1, 1000]), Prompt::Text("Hello world".into())] {
@@ -497,12 +477,7 @@ fn bad_models_are_clear_errors_and_the_host_lives_on() {
 /// `engines --json` with the onnx plugin copied to `dir` (away from the repository's
 /// `.ort/`) and `ORT_DYLIB_PATH` as given.
 fn engines_row(dir: &Path, ort_dylib_path: Option<&Path>) -> serde_json::Value {
-    let mut cmd = Command::new(binary());
-    cmd.arg("--plugins-dir")
-        .arg(dir)
-        .args(["engines", "--json"])
-        .env_remove("RUNANYWHERE_PLUGIN_PATH")
-        .env("RUNANYWHERE_LOG", "error");
+    let mut cmd = cli_command(Some(dir), &["engines", "--json"], &[]);
     match ort_dylib_path {
         Some(p) => cmd.env("ORT_DYLIB_PATH", p),
         None => cmd.env_remove("ORT_DYLIB_PATH"),

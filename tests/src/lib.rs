@@ -105,9 +105,25 @@ pub fn run_cli(plugins: Option<&Path>, args: &[&str], stdin: Option<&[u8]>) -> O
     run_cli_env(plugins, args, stdin, &[])
 }
 
+/// A directory of this test process for the CLI's store and data directory, so that the
+/// user's own store (`~/.local/share/runanywhere`) and plugins never leak into a test.
+fn private_dir(name: &str) -> PathBuf {
+    static BASE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let base = BASE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("runanywhere-tests-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        dir
+    });
+    let dir = base.join(name);
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
 /// The command [`run_cli_env`] runs, not yet started: the binary with `args`, plugins
 /// only from `plugins` when given, and `env` set. The model store and Hub variables of
-/// the test process are not passed on: each test sets its own.
+/// the test process are not passed on: the store (`RUNANYWHERE_HOME`) and the data
+/// directory holding the default plugin directory (`XDG_DATA_HOME`) are this process's
+/// private, empty ones unless `env` sets them.
 pub fn cli_command(plugins: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(binary());
     if let Some(dir) = plugins {
@@ -120,6 +136,8 @@ pub fn cli_command(plugins: Option<&Path>, args: &[&str], env: &[(&str, &str)]) 
         .env_remove("RUNANYWHERE_TEST_FREE_BYTES")
         .env_remove("RUNANYWHERE_TEST_MEM_AVAILABLE")
         .env("RUNANYWHERE_LOG", "error")
+        .env("RUNANYWHERE_HOME", private_dir("home"))
+        .env("XDG_DATA_HOME", private_dir("data"))
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -82,7 +82,7 @@ pub enum StoreError {
         reason: &'static str,
     },
     /// The id is taken by another model.
-    #[error("the store already has a model `{id}` (from {source_of}); choose another --id, or remove it first (runanywhere rm {id})")]
+    #[error("the store already has a model `{id}` (from {source_of}); choose another id, or remove that model first")]
     IdTaken {
         /// The id.
         id: String,
@@ -98,7 +98,7 @@ pub enum StoreError {
         models: PathBuf,
     },
     /// No model with this id.
-    #[error("no model `{id}` in the store ({}); `runanywhere models` lists them", home.display())]
+    #[error("no model `{id}` in the store ({})", home.display())]
     UnknownModel {
         /// The id.
         id: String,
@@ -106,7 +106,7 @@ pub enum StoreError {
         home: PathBuf,
     },
     /// `pull` was given something that is neither a catalog id nor a Hub reference.
-    #[error("`{spec}` is {reason}; give a catalog id (see `runanywhere catalog`) or hf.co/OWNER/REPO/PATH[@REVISION]")]
+    #[error("`{spec}` is {reason}; give a catalog id or hf.co/OWNER/REPO/PATH[@REVISION]")]
     BadReference {
         /// What was given.
         spec: String,

@@ -163,6 +163,6 @@ mod tests {
         }
         let err = PullSpec::parse("no-such-model", &catalog).unwrap_err();
         assert!(matches!(err, StoreError::BadReference { .. }), "{err}");
-        assert!(err.to_string().contains("runanywhere catalog"), "{err}");
+        assert!(err.to_string().contains("give a catalog id"), "{err}");
     }
 }

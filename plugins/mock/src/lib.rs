@@ -76,13 +76,18 @@ impl Engine for MockEngine {
             0 => DEFAULT_CONTEXT,
             n => n,
         };
-        Ok(MockModel { context_length })
+        Ok(MockModel {
+            context_length,
+            vocab_only: request.vocab_only,
+        })
     }
 }
 
 /// The pseudo-model `mock`.
 pub struct MockModel {
     context_length: u32,
+    /// Loaded for tokenization only: generating is refused, as in every engine.
+    vocab_only: bool,
 }
 
 impl MockModel {
@@ -199,6 +204,9 @@ impl Model for MockModel {
         request: &GenerateRequest,
         sink: &mut dyn FnMut(u32, &str) -> SinkControl,
     ) -> Result<GenerationStats, EngineError> {
+        if self.vocab_only {
+            return Err(EngineError::vocab_only());
+        }
         let tokenize = |text: &str, add: bool, parse: bool| self.tokenize(text, add, parse);
         let bytes = |id: u32, out: &mut Vec<u8>| {
             out.extend(self.token_bytes(id)?);
@@ -304,7 +312,10 @@ mod tests {
     use runanywhere_plugin_api::{Prompt, StopReason};
 
     fn model() -> MockModel {
-        MockModel { context_length: 64 }
+        MockModel {
+            context_length: 64,
+            vocab_only: false,
+        }
     }
 
     fn generate(
