@@ -1,17 +1,17 @@
 //! The bookkeeping of one generation, shared by engines that run their own decode loop.
 //!
-//! [`Decoding`] checks the prompt against the context, counts tokens against
+//! [`GenerationTracker`] checks the prompt against the context, counts tokens against
 //! `max_tokens` and the context, recognises end-of-generation tokens, feeds the
-//! [`TokenEmitter`], and measures time, so that every engine reports the same
+//! [`TextStreamer`], and measures time, so that every engine reports the same
 //! [`GenerationStats`] with the same meaning. The engine only computes logits (or asks
-//! its framework for the next token) and calls [`Decoding::accept`].
+//! its framework for the next token) and calls [`GenerationTracker::accept`].
 
 use std::time::Instant;
 
 use abi_stable::std_types::RVec;
 
 use crate::abi::{GenerateRequest, GenerationStats, Prompt, SinkControl, StopReason};
-use crate::emit::TokenEmitter;
+use crate::emit::TextStreamer;
 use crate::error::EngineError;
 
 /// The prompt of `request` as token ids: a text prompt goes through `tokenize(text,
@@ -69,8 +69,8 @@ pub fn context_length(
 }
 
 /// State of one generation; see the module docs.
-pub struct Decoding<'s> {
-    emitter: TokenEmitter<'s>,
+pub struct GenerationTracker<'s> {
+    emitter: TextStreamer<'s>,
     prompt_ids: Vec<u32>,
     max_tokens: u32,
     context_length: usize,
@@ -84,7 +84,7 @@ pub struct Decoding<'s> {
     last_token: Option<Instant>,
 }
 
-impl<'s> Decoding<'s> {
+impl<'s> GenerationTracker<'s> {
     /// Starts a generation of `request` for `prompt_ids`.
     ///
     /// Fails with `InvalidRequest` on non-finite sampling parameters or an empty prompt,
@@ -110,8 +110,8 @@ impl<'s> Decoding<'s> {
                 context_length,
             ));
         }
-        Ok(Decoding {
-            emitter: TokenEmitter::new(request.stop.as_slice(), sink),
+        Ok(GenerationTracker {
+            emitter: TextStreamer::new(request.stop.as_slice(), sink),
             history: prompt_ids.clone(),
             prompt_ids,
             max_tokens: request.max_tokens,
@@ -205,18 +205,21 @@ mod tests {
     #[test]
     fn stops_at_max_tokens_eog_and_full_context() {
         let mut sink = |_: u32, _: &str| SinkControl::Continue;
-        let mut d = Decoding::start(&request(2, &[]), vec![1], 100, vec![2], &mut sink).unwrap();
+        let mut d =
+            GenerationTracker::start(&request(2, &[]), vec![1], 100, vec![2], &mut sink).unwrap();
         assert_eq!(d.accept(5, b"a"), None);
         assert_eq!(d.accept(6, b"b"), Some(StopReason::MaxTokens));
         let stats = d.finish(StopReason::MaxTokens);
         assert_eq!(stats.generated_tokens, 2);
         assert_eq!(stats.stop_reason(), StopReason::MaxTokens);
 
-        let mut d = Decoding::start(&request(0, &[]), vec![1], 100, vec![2], &mut sink).unwrap();
+        let mut d =
+            GenerationTracker::start(&request(0, &[]), vec![1], 100, vec![2], &mut sink).unwrap();
         assert_eq!(d.accept(2, b""), Some(StopReason::EndOfGeneration));
         assert_eq!(d.finish(StopReason::EndOfGeneration).generated_tokens, 0);
 
-        let mut d = Decoding::start(&request(0, &[]), vec![1, 1], 4, vec![], &mut sink).unwrap();
+        let mut d =
+            GenerationTracker::start(&request(0, &[]), vec![1, 1], 4, vec![], &mut sink).unwrap();
         assert_eq!(d.accept(5, b"a"), None);
         assert_eq!(d.accept(5, b"a"), None);
         assert_eq!(d.accept(5, b"a"), Some(StopReason::ContextFull));
@@ -242,11 +245,11 @@ mod tests {
     #[test]
     fn prompt_must_fit_and_not_be_empty() {
         let mut sink = |_: u32, _: &str| SinkControl::Continue;
-        let err = Decoding::start(&request(0, &[]), vec![1; 8], 8, vec![], &mut sink)
+        let err = GenerationTracker::start(&request(0, &[]), vec![1; 8], 8, vec![], &mut sink)
             .err()
             .unwrap();
         assert_eq!(err.kind(), crate::ErrorKind::ContextOverflow);
-        let err = Decoding::start(&request(0, &[]), vec![], 8, vec![], &mut sink)
+        let err = GenerationTracker::start(&request(0, &[]), vec![], 8, vec![], &mut sink)
             .err()
             .unwrap();
         assert_eq!(err.kind(), crate::ErrorKind::InvalidRequest);

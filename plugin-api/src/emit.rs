@@ -1,7 +1,7 @@
 //! Turning generated tokens into text pieces: UTF-8 buffering and stop strings.
 //!
 //! Tokens carry bytes, and a character may be split across tokens; a stop string may
-//! be split too, and must never reach the caller. [`TokenEmitter`] holds back a token
+//! be split too, and must never reach the caller. [`TextStreamer`] holds back a token
 //! until the text up to its end is known to be whole UTF-8 and not the start of a stop
 //! string, then hands it to the sink with the text that became safe. So:
 //!
@@ -14,11 +14,11 @@ use std::collections::VecDeque;
 
 use crate::abi::{SinkControl, StopReason};
 
-/// Why [`TokenEmitter::push`] asks the caller to stop.
+/// Why [`TextStreamer::push`] asks the caller to stop.
 pub type EmitStop = StopReason;
 
 /// Buffers tokens until their text is safe to emit; see the module docs.
-pub struct TokenEmitter<'s> {
+pub struct TextStreamer<'s> {
     stops: Vec<Vec<u8>>,
     /// Bytes not yet handed to the sink.
     buf: Vec<u8>,
@@ -28,13 +28,13 @@ pub struct TokenEmitter<'s> {
     emitted_tokens: u32,
 }
 
-impl<'s> TokenEmitter<'s> {
+impl<'s> TextStreamer<'s> {
     /// An emitter feeding `sink`, cutting output at any of `stops` (empty ones ignored).
     pub fn new<S: AsRef<str>>(
         stops: &[S],
         sink: &'s mut dyn FnMut(u32, &str) -> SinkControl,
     ) -> Self {
-        TokenEmitter {
+        TextStreamer {
             stops: stops
                 .iter()
                 .map(|s| s.as_ref().as_bytes().to_vec())
@@ -210,7 +210,7 @@ mod tests {
                 SinkControl::Continue
             }
         };
-        let mut e = TokenEmitter::new(stops, &mut sink);
+        let mut e = TextStreamer::new(stops, &mut sink);
         let mut stop = None;
         for (id, bytes) in tokens {
             stop = e.push(*id, bytes);

@@ -4,19 +4,19 @@
 //! [`run`] does the rest, the same way for all of them.
 //!
 //! 1. The prompt (text through the engine's tokenizer, or ids checked against the
-//!    vocabulary) is checked by [`Decoding::start`]: sampling parameters, an empty
+//!    vocabulary) is checked by [`GenerationTracker::start`]: sampling parameters, an empty
 //!    prompt, a prompt that fills the context.
 //! 2. The cache is reset and the prompt is prefilled in chunks of `batch` tokens, so a
 //!    short prompt is one forward pass and a long one never builds one huge activation.
 //! 3. Each step samples a token with the shared [`Sampler`] (greedy at temperature 0),
-//!    and [`Decoding::accept`] stops at end-of-generation, `max_tokens`, stop strings, a
+//!    and [`GenerationTracker::accept`] stops at end-of-generation, `max_tokens`, stop strings, a
 //!    full context or a sink that asks to stop, streaming whole UTF-8 pieces.
 //!
 //! llama.cpp has its own loop (its sampler chain and batch API), configured from the
-//! same request and reporting through the same [`Decoding`].
+//! same request and reporting through the same [`GenerationTracker`].
 
 use crate::abi::{GenerateRequest, GenerationStats, SinkControl};
-use crate::decode::{prompt_ids, Decoding};
+use crate::decode::{prompt_ids, GenerationTracker};
 use crate::error::EngineError;
 use crate::sampling::Sampler;
 
@@ -74,7 +74,8 @@ pub fn run(
             vocab.size
         )));
     }
-    let mut decoding = Decoding::start(request, prompt, context_length, vocab.eog.clone(), sink)?;
+    let mut decoding =
+        GenerationTracker::start(request, prompt, context_length, vocab.eog.clone(), sink)?;
     let mut sampler = Sampler::new(&request.sampling);
 
     model.reset()?;

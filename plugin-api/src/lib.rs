@@ -29,7 +29,7 @@
 //! [`export_plugin!`]; you never write FFI, and every call is wrapped in
 //! `catch_unwind` so a panic becomes an [`ErrorKind::Internal`] error instead of
 //! unwinding into the host. Engines that compute logits themselves use
-//! [`sampling::Sampler`] and [`decode::Decoding`] (stop strings, UTF-8 buffering,
+//! [`sampling::Sampler`] and [`decode::GenerationTracker`] (stop strings, UTF-8 buffering,
 //! limits, timing) rather than writing their own.
 
 pub mod abi;

@@ -17,7 +17,7 @@ use crate::error::EngineError;
 /// (0, 1] (1 = off; 0 would keep nothing), `min_p` in [0, 1) (0 = off; 1 would keep only
 /// exact ties), `repeat_penalty` above 0 (1 = off). A value out of range is an error
 /// rather than silently clamped, so a typo (`--top-p 9`) is noticed.
-/// [`crate::decode::Decoding::start`] calls it, so every engine refuses them the same way.
+/// [`crate::decode::GenerationTracker::start`] calls it, so every engine refuses them the same way.
 pub fn validate(p: &SamplingParams) -> Result<(), EngineError> {
     for (name, value) in [
         ("temperature", p.temperature),

@@ -57,7 +57,7 @@ pub trait Model: Send + Sync + 'static {
     /// The raw bytes of one token; control tokens are rendered as their text (`<s>`).
     fn token_piece(&self, id: u32) -> Result<Vec<u8>, EngineError>;
 
-    /// Generates, calling `sink` once per token (see [`crate::decode::Decoding`]).
+    /// Generates, calling `sink` once per token (see [`crate::decode::GenerationTracker`]).
     fn generate(
         &self,
         request: &GenerateRequest,

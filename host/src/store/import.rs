@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use runanywhere_formats::verify_path;
 
 use super::digest::{copy_hashing, sha256_file};
+use super::index::{FileRecord, ModelEntry};
 use super::install::Install;
 use super::lock::FileLock;
-use super::registry::{FileRecord, ModelEntry};
 use super::{disk, id_from_name, validate_id, Store, StoreError};
 use crate::registry::Registry;
 

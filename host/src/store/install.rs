@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use runanywhere_formats::verify_path;
 
-use super::registry::{FileRecord, ModelEntry};
+use super::index::{FileRecord, ModelEntry};
 use super::{Store, StoreError};
 use crate::registry::Registry;
 

@@ -19,11 +19,11 @@ mod digest;
 mod disk;
 mod hub;
 mod import;
+mod index;
 mod install;
 mod lock;
 mod pull;
 mod reference;
-mod registry;
 
 use std::path::{Path, PathBuf};
 
@@ -31,10 +31,10 @@ pub use catalog::{Catalog, CatalogEntry, CatalogError, CatalogFile};
 pub use disk::FREE_BYTES_ENV;
 pub use hub::{HubClient, HubError, RemoteFile, DEFAULT_ENDPOINT, ENDPOINT_ENV, TOKEN_ENV};
 pub use import::ImportOptions;
+pub use index::{FileRecord, ModelEntry};
 use lock::FileLock;
 pub use pull::{NoProgress, PullOptions, PullOutcome, PullProgress};
 pub use reference::{HubRef, PullSpec};
-pub use registry::{FileRecord, ModelEntry};
 use runanywhere_formats::Problem;
 
 /// Environment variable naming the store's directory.
@@ -310,7 +310,7 @@ impl Store {
         self.home.join("models")
     }
 
-    fn registry_path(&self) -> PathBuf {
+    fn index_path(&self) -> PathBuf {
         self.home.join("registry.json")
     }
 
@@ -324,7 +324,7 @@ impl Store {
     ) -> Result<T, StoreError> {
         std::fs::create_dir_all(&self.home)
             .map_err(|e| StoreError::io("cannot create", &self.home, e))?;
-        registry::update(&self.registry_path(), &self.lock_path("registry"), change)
+        index::update(&self.index_path(), &self.lock_path("registry"), change)
     }
 
     /// [`Store::update`], running `undo` (under the lock) when the registry write fails.
@@ -335,8 +335,8 @@ impl Store {
     ) -> Result<T, StoreError> {
         std::fs::create_dir_all(&self.home)
             .map_err(|e| StoreError::io("cannot create", &self.home, e))?;
-        registry::update_or_undo(
-            &self.registry_path(),
+        index::update_or_undo(
+            &self.index_path(),
             &self.lock_path("registry"),
             change,
             undo,
@@ -345,7 +345,7 @@ impl Store {
 
     /// Every installed model, by id.
     pub fn list(&self) -> Result<Vec<ModelEntry>, StoreError> {
-        registry::load(&self.registry_path())
+        index::load(&self.index_path())
     }
 
     /// The model with `id`, if installed.

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::hub::{HubClient, HubError, RemoteFile, TreeEntry};
+use super::index::{FileRecord, ModelEntry};
 use super::install::Install;
 use super::lock::FileLock;
-use super::registry::{FileRecord, ModelEntry};
 use super::{disk, id_from_name, validate_id, CatalogFile, PullSpec, Store, StoreError};
 use crate::registry::Registry;
 

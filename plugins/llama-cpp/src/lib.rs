@@ -30,7 +30,7 @@
 //!
 //! * **Generation.** Every call clears the KV cache, prefills the prompt in batches of
 //!   `n_batch` tokens (logits only for the last prompt token), then samples and decodes
-//!   one token at a time. [`Decoding`] does all the bookkeeping shared with other
+//!   one token at a time. [`GenerationTracker`] does all the bookkeeping shared with other
 //!   engines: context overflow, end-of-generation ids, `max_tokens`, stop strings and
 //!   UTF-8 buffering, timing and statistics.
 //!
@@ -58,7 +58,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{DecodeError, LlamaModelLoadError, LogOptions};
 use runanywhere_formats::gguf::{self, GgufSummary};
 use runanywhere_formats::FileError;
-use runanywhere_plugin_api::decode::{self, prompt_ids, Decoding};
+use runanywhere_plugin_api::decode::{self, prompt_ids, GenerationTracker};
 use runanywhere_plugin_api::sdk::{Engine, Model};
 use runanywhere_plugin_api::{
     Capabilities, EngineError, EngineInfo, ErrorKind, GenerateRequest, GenerationStats,
@@ -482,7 +482,7 @@ impl Model for LlamaCppModel {
         let mut guard = context.lock().unwrap_or_else(PoisonError::into_inner);
         let ctx: &mut LlamaContext<'static> = &mut guard;
 
-        let mut decoding = Decoding::start(
+        let mut decoding = GenerationTracker::start(
             request,
             prompt_ids,
             self.context_length as usize,

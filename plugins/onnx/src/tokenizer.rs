@@ -7,7 +7,7 @@
 //! `parse_special`, and the raw bytes of every token (byte-level BPE, `<0xXX>` byte
 //! fallback, `▁`, WordPiece's `##`), so that streamed pieces concatenate to exactly the
 //! output's bytes and the same `tokenizer.json` streams the same bytes on every engine.
-//! The [`TokenEmitter`](runanywhere_plugin_api::emit::TokenEmitter) then takes care of
+//! The [`TextStreamer`](runanywhere_plugin_api::emit::TextStreamer) then takes care of
 //! UTF-8 boundaries and stop strings.
 
 use std::path::Path;

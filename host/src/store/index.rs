@@ -1,4 +1,6 @@
-//! The registry of installed models: `registry.json` in the store's home.
+//! The store's index of installed models: `registry.json` in the store's home (the file
+//! keeps its name; the module is the *index* so it is not mistaken for the engine
+//! registry, [`crate::registry::Registry`]).
 //!
 //! It is read whole and rewritten whole: under the registry lock, to a temporary file
 //! that is synced to disk and then renamed over the old one (the directory synced too), so
