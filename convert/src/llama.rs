@@ -210,10 +210,16 @@ pub fn gguf_params(gguf: &GgufFile) -> Result<LlamaParams, ConvertError> {
             Some(_) => {}
         }
     }
-    let eps = gguf
-        .get_f64("llama.attention.layer_norm_rms_epsilon")
-        .filter(|e| e.is_finite() && *e > 0.0)
-        .ok_or_else(|| gguf.invalid("missing llama.attention.layer_norm_rms_epsilon"))?;
+    const EPS: &str = "llama.attention.layer_norm_rms_epsilon";
+    // Missing and present-but-unusable are different problems, said differently.
+    let eps = match (gguf.get(EPS).is_some(), gguf.get_f64(EPS)) {
+        (false, _) => return Err(gguf.invalid(format!("missing {EPS}"))),
+        (true, None) => return Err(gguf.invalid(format!("{EPS} is not a number"))),
+        (true, Some(e)) if !(e.is_finite() && e > 0.0) => {
+            return Err(gguf.invalid(format!("{EPS} is {e}; it must be a finite number above 0")))
+        }
+        (true, Some(e)) => e,
+    };
     let theta = gguf.get_f64("llama.rope.freq_base").unwrap_or(10_000.0);
     if !(theta.is_finite() && theta > 0.0) {
         return Err(gguf.invalid(format!("invalid llama.rope.freq_base {theta}")));

@@ -134,7 +134,7 @@ fn crafted_hyperparameters_are_refused_before_llama_cpp_sees_them() {
             "is 0",
         ),
     ];
-    let (plugins, _registry) = registry_with(&["llama-cpp"]);
+    let (plugins, _registry) = registry_with(&["llama-cpp", "candle"]);
     let home = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     for (i, (key, ty, value, needle)) in cases.iter().enumerate() {
@@ -177,6 +177,22 @@ fn crafted_hyperparameters_are_refused_before_llama_cpp_sees_them() {
         assert!(
             err.contains("invalid_model") && err.contains(key) && err.contains(needle),
             "run {key}: {err}"
+        );
+
+        // Candle gets the same check (it used to say "missing ..." for a present but
+        // invalid epsilon).
+        let mut args = args.to_vec();
+        args.extend(["--engine", "candle"]);
+        let out = finish_within(
+            cli(plugins.path(), home.path(), &args),
+            b"",
+            Duration::from_secs(60),
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "candle {key}: {err}");
+        assert!(
+            err.contains(key) && err.contains(needle) && !err.contains("missing"),
+            "candle {key}: {err}"
         );
     }
 }
