@@ -130,7 +130,14 @@ pub(crate) fn flag_hint(err: &anyhow::Error) -> Option<String> {
         }
         _ => {}
     }
-    match err.downcast_ref::<runanywhere::Error>()?.kind() {
+    let error = err.downcast_ref::<runanywhere::Error>()?;
+    if error
+        .engine_error()
+        .is_some_and(|e| e.message().contains("tokenizer_path"))
+    {
+        return Some("--tokenizer PATH gives the tokenizer file".into());
+    }
+    match error.kind() {
         ErrorKind::InsufficientMemory => {
             Some("--ctx-size sets the context length; --force loads the model anyway".into())
         }

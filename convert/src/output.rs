@@ -262,7 +262,7 @@ pub(crate) fn check_destination(
             .collect::<Vec<_>>()
             .join(", ");
         return Err(refuse(&format!(
-            "is not the output of an earlier conversion (it holds {}), so --force will not \
+            "is not the output of an earlier conversion (it holds {}), so forcing will not \
              replace it; choose another output folder",
             if shown.is_empty() {
                 "no config.json".to_string()

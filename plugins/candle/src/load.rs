@@ -254,7 +254,7 @@ fn load_llama2c(
                 path,
                 format!(
                     "no llama2.c tokenizer for {vocab_size} tokens next to the checkpoint \
-                     (tok{vocab_size}.bin or tokenizer.bin); pass one with --tokenizer"
+                     (tok{vocab_size}.bin or tokenizer.bin); give its tokenizer file (the load's tokenizer_path)"
                 ),
             )
         })?,

@@ -122,7 +122,7 @@ pub(crate) fn resolve(path: &Path, tokenizer: Option<&Path>) -> Result<ModelFile
         None => find_near(&model_dir, "tokenizer.json").ok_or_else(|| {
             OnnxError::InvalidModel(format!(
                 "no tokenizer.json in {} (or the folder above it): the model's Hugging Face \
-                 tokenizer is needed; put tokenizer.json beside the model or pass --tokenizer",
+                 tokenizer is needed; put tokenizer.json beside the model or give its tokenizer file (the load's tokenizer_path)",
                 model_dir.display()
             ))
         })?,
