@@ -667,6 +667,12 @@ impl<R: Read + Seek> Reader<R> {
             self.skip_array_body(elem, count, 0, what)?;
             return Ok(scan);
         }
+        if count > hparams::MAX_TOKENS {
+            return Err(self.fail(format!(
+                "{what} lists {count} tokens, more than any model has (at most {})",
+                hparams::MAX_TOKENS
+            )));
+        }
         let min_total = count
             .checked_mul(8)
             .ok_or_else(|| self.fail(format!("{what} claims {count} elements, which overflows")))?;

@@ -89,7 +89,6 @@ const FLOAT_SUFFIXES: [&str; 4] = [
 const ROPE_SCALING_TYPE: &str = ".rope.scaling.type";
 const TOKENIZER_MODEL: &str = "tokenizer.ggml.model";
 const TOKENS: &str = "tokenizer.ggml.tokens";
-const SPECIAL_IDS: [&str; 2] = ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"];
 
 /// Whether (and how) the value of `key` is kept for the checks.
 pub(crate) fn wanted(key: &str) -> Option<Want> {
@@ -99,18 +98,24 @@ pub(crate) fn wanted(key: &str) -> Option<Want> {
     if key == TOKENIZER_MODEL || key.ends_with(ROPE_SCALING_TYPE) {
         return Some(Want::Text);
     }
-    let number = SPECIAL_IDS.contains(&key)
-        || INT_SUFFIXES.iter().any(|s| key.ends_with(s))
+    let number = INT_SUFFIXES.iter().any(|s| key.ends_with(s))
         || FLOAT_SUFFIXES.iter().any(|s| key.ends_with(s));
     number.then_some(Want::Number)
 }
+
+/// The most tokens a vocabulary may list: far above any real model (the largest have
+/// about 262,000), and small enough that scanning a hostile file stays cheap.
+pub const MAX_TOKENS: u64 = 1 << 22;
 
 /// What the token list holds, as far as the checks need it.
 #[derive(Debug, Default)]
 pub(crate) struct TokenScan {
     /// Number of tokens.
     pub(crate) count: u64,
-    seen: HashSet<Vec<u8>>,
+    /// 64-bit hashes of the tokens seen (16 bytes a token at most, whatever their
+    /// length). Two different tokens sharing a hash would be taken for a duplicate: with
+    /// at most [`MAX_TOKENS`] tokens the odds are below one in a million.
+    seen: HashSet<u64>,
     /// The first repeated token: (index, text).
     duplicate: Option<(u64, String)>,
     /// Which of the 256 byte tokens `<0x00>` .. `<0xFF>` are present (a bit set).
@@ -141,16 +146,27 @@ impl TokenScan {
         if let Some(b) = byte_token(&text) {
             self.bytes[usize::from(b / 64)] |= 1 << (b % 64);
         }
-        if self.duplicate.is_none() && !self.seen.insert(text.clone()) {
+        if self.duplicate.is_none() && !self.seen.insert(fingerprint(&text)) {
             self.duplicate = Some((index, String::from_utf8_lossy(&text).into_owned()));
         }
     }
 }
 
-/// The byte of a byte-fallback token `<0xAB>`.
+/// A fixed-key 64-bit hash of a token (the same in every run).
+fn fingerprint(text: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    #[allow(deprecated)] // SipHasher: stable keys, so the result does not vary by run.
+    let mut h = std::hash::SipHasher::new_with_keys(0x5275_6e41, 0x6e79_7768);
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// The byte of a byte-fallback token `<0xAB>`, written as llama.cpp looks it up
+/// (`format("<0x%02X>")`: two upper-case hex digits).
 fn byte_token(text: &[u8]) -> Option<u8> {
     let hex = text.strip_prefix(b"<0x")?.strip_suffix(b">")?;
-    if hex.len() != 2 {
+    let upper_hex = |b: &u8| b.is_ascii_digit() || (b'A'..=b'F').contains(b);
+    if hex.len() != 2 || !hex.iter().all(upper_hex) {
         return None;
     }
     u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
@@ -199,21 +215,6 @@ impl Hparams {
                 "tokenizer.ggml.tokens lists the token {text:?} twice (again at index \
                  {index}); every token must be unique"
             ));
-        }
-        for key in SPECIAL_IDS {
-            if let Some(&(offset, Value::Int(id))) = self.get(key) {
-                // An out-of-range id becomes "none", and tokenizing with special tokens
-                // then aborts (GGML_ASSERT(special_bos_id != LLAMA_TOKEN_NULL)).
-                if id < 0 || id >= i128::from(tokens.count) {
-                    return Err(FormatError {
-                        offset,
-                        problem: format!(
-                            "{key} is {id}, but the vocabulary has {} tokens",
-                            tokens.count
-                        ),
-                    });
-                }
-            }
         }
         let spm = matches!(self.get(TOKENIZER_MODEL), Some((_, Value::Str(m))) if m == "llama");
         if spm {
@@ -318,7 +319,9 @@ impl Rules<'_> {
         let min_heads = i128::from(llama);
         self.in_range(".attention.head_count", min_heads, MAX_HEADS)?;
         self.in_range(".attention.head_count_kv", min_heads, MAX_HEADS)?;
-        if let Some((offset, 0)) = self.int(".attention.head_count") {
+        // Recurrent and hybrid architectures (Mamba, RWKV, LFM2, Jamba) write 0 heads for
+        // layers without attention; llama needs heads everywhere.
+        if let (true, Some((offset, 0))) = (llama, self.int(".attention.head_count")) {
             return Err(self.fail(
                 offset,
                 ".attention.head_count",
@@ -335,7 +338,7 @@ impl Rules<'_> {
                 self.uniform(suffix)?;
             }
         }
-        self.heads_divide()?;
+        self.heads_divide(llama)?;
         self.head_width(llama)?;
         self.floats()?;
         self.experts()?;
@@ -366,8 +369,10 @@ impl Rules<'_> {
     }
 
     /// Grouped-query attention: the key/value heads must divide the heads, layer by
-    /// layer (`ggml_can_mul_mat`; a 0 divisor is a division by zero).
-    fn heads_divide(&self) -> Result<(), FormatError> {
+    /// layer (`ggml_can_mul_mat`; a 0 divisor is a division by zero). Layers without
+    /// key/value heads are attention-free in hybrid architectures, so only llama refuses
+    /// them.
+    fn heads_divide(&self, llama: bool) -> Result<(), FormatError> {
         let (Some((_, heads)), Some((offset, kv))) = (
             self.ints(".attention.head_count"),
             self.ints(".attention.head_count_kv"),
@@ -377,7 +382,11 @@ impl Rules<'_> {
         let layer = |v: &[i128], i: usize| v.get(i).or(v.first()).copied().unwrap_or(0);
         for i in 0..heads.len().max(kv.len()) {
             let (h, k) = (layer(&heads, i), layer(&kv, i));
-            if h > 0 && (k == 0 || h % k != 0) {
+            let refused = match k {
+                0 => llama && h > 0,
+                k => h > 0 && h % k != 0,
+            };
+            if refused {
                 return Err(self.fail(
                     offset,
                     ".attention.head_count_kv",
@@ -627,6 +636,27 @@ mod tests {
     }
 
     #[test]
+    fn hybrid_architectures_may_have_layers_without_attention() {
+        let mut h = Hparams::default();
+        h.insert("lfm2.attention.head_count", 0, Value::Int(8));
+        h.insert(
+            "lfm2.attention.head_count_kv",
+            0,
+            Value::Ints(vec![0, 4, 0, 8]),
+        );
+        h.check(Some("lfm2")).unwrap();
+        let mut h = Hparams::default();
+        h.insert("mamba.attention.head_count", 0, Value::Int(0));
+        h.insert("mamba.attention.head_count_kv", 0, Value::Int(0));
+        h.check(Some("mamba")).unwrap();
+        // Where there are heads, the key/value heads still divide them.
+        let mut h = Hparams::default();
+        h.insert("lfm2.attention.head_count", 0, Value::Int(8));
+        h.insert("lfm2.attention.head_count_kv", 0, Value::Ints(vec![0, 3]));
+        assert!(h.check(Some("lfm2")).is_err());
+    }
+
+    #[test]
     fn vocabularies_need_unique_tokens_and_byte_fallback() {
         let scan = |tokens: &[&str]| {
             let mut t = TokenScan::new(7);
@@ -649,14 +679,15 @@ mod tests {
         h.tokens = Some(scan(&["", "[EMPTY_0]"]));
         assert!(h.check(None).is_err());
         h.tokens = Some(scan(&["<s>", "a"]));
-        h.insert("tokenizer.ggml.bos_token_id", 0, Value::Int(5));
-        let err = h.check(None).unwrap_err();
-        assert!(err.problem.contains("bos_token_id is 5"), "{err}");
-        h.insert("tokenizer.ggml.bos_token_id", 0, Value::Int(0));
         h.check(None).unwrap();
         h.insert(TOKENIZER_MODEL, 0, Value::Str("llama".into()));
         let err = h.check(None).unwrap_err();
         assert!(err.problem.contains("lacks the byte token <0x00>"), "{err}");
+        // llama.cpp looks byte tokens up in upper case: lower-case ones do not count.
+        let lower: Vec<String> = (0..=255).map(|b| format!("<0x{b:02x}>")).collect();
+        let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
+        h.tokens = Some(scan(&lower));
+        assert!(h.check(None).is_err());
         let mut all: Vec<String> = (0..=255).map(|b| format!("<0x{b:02X}>")).collect();
         all.push("<s>".into());
         let all: Vec<&str> = all.iter().map(String::as_str).collect();

@@ -63,7 +63,8 @@ impl KeepAlive {
     /// The expiry for a use ending `now` (`None` = never).
     fn expiry(self, now: Instant) -> Option<Instant> {
         match self {
-            KeepAlive::For(d) => Some(now + d),
+            // A duration past what the clock can hold is forever.
+            KeepAlive::For(d) => now.checked_add(d),
             KeepAlive::UntilIdle => Some(now),
             KeepAlive::Forever => None,
         }
@@ -158,7 +159,8 @@ struct State {
 
 #[derive(Debug)]
 enum Slot {
-    Loading,
+    /// Being loaded; the estimate counts against the budget already.
+    Loading(u64),
     Ready(Arc<Resident>),
 }
 
@@ -169,6 +171,8 @@ struct Resident {
     model: Model,
     bytes: u64,
     load_ms: f64,
+    /// The keep-alive of a use that does not choose one.
+    default_keep_alive: KeepAlive,
     use_state: Mutex<UseState>,
     turn: Condvar,
 }
@@ -227,7 +231,7 @@ impl ModelManager {
                         shared: Arc::downgrade(&self.shared),
                     })
                 }
-                Some(Slot::Loading) => {
+                Some(Slot::Loading(_)) => {
                     state = self
                         .shared
                         .loads
@@ -241,15 +245,23 @@ impl ModelManager {
         if let (Some(estimate), false) = (estimate, force) {
             self.make_room(&mut state, key, estimate)?;
         }
-        state.slots.insert(key.clone(), Slot::Loading);
+        state.slots.insert(key.clone(), Slot::Loading(bytes));
         drop(state);
 
+        // If `load` panics, the slot must not stay `Loading` (every later request for the
+        // key would wait for it forever): the guard clears it and wakes the waiters.
+        let guard = LoadingGuard {
+            shared: &self.shared,
+            key,
+        };
         let loaded = load();
+        std::mem::forget(guard);
         let mut state = lock(&self.shared.state);
         let result = match loaded {
             Ok((model, load_ms)) => {
                 let keep_alive = self.shared.config.keep_alive;
                 let now = Instant::now();
+                let default_keep_alive = keep_alive;
                 let resident = Arc::new(Resident {
                     key: key.clone(),
                     model,
@@ -262,6 +274,7 @@ impl ModelManager {
                         expires: keep_alive.expiry(now),
                         keep_alive,
                     }),
+                    default_keep_alive,
                     turn: Condvar::new(),
                 });
                 state
@@ -291,34 +304,56 @@ impl ModelManager {
         estimate: MemoryEstimate,
     ) -> Result<(), Error> {
         let need = estimate.total();
-        // With no fixed budget, the memory available now, plus what each eviction frees
-        // (the kernel's figure lags behind an unmap).
-        let measured = match self.shared.config.budget {
+        let budget = self.shared.config.budget;
+        // Bytes of the models in memory or being loaded (whose memory is not yet in the
+        // kernel's figure either).
+        let taken = |state: &State, loading_only: bool| -> u64 {
+            state
+                .slots
+                .values()
+                .map(|s| match s {
+                    Slot::Ready(r) if !loading_only => r.bytes,
+                    Slot::Ready(_) => 0,
+                    Slot::Loading(bytes) => *bytes,
+                })
+                .sum()
+        };
+        // With no fixed budget: the memory available now, less what loads in flight will
+        // take, plus what each eviction frees (the kernel's figure lags behind an unmap).
+        let measured = match budget {
             Some(_) => 0,
             None => match crate::memory::available() {
-                Some(a) => a,
+                Some(a) => a.saturating_sub(taken(state, true)),
                 None => return Ok(()),
             },
         };
+        let available_now = |state: &State, freed: u64| match budget {
+            Some(budget) => budget.saturating_sub(taken(state, false)),
+            None => measured.saturating_add(freed),
+        };
+        let idle_bytes: u64 = state
+            .slots
+            .values()
+            .filter_map(|s| match s {
+                Slot::Ready(r) if r.idle() => Some(r.bytes),
+                _ => None,
+            })
+            .sum();
+        // A load that would not fit even with every idle model gone fails before any is
+        // evicted: one oversized request must not empty the manager.
+        let best = match budget {
+            Some(budget) => budget.saturating_sub(taken(state, false).saturating_sub(idle_bytes)),
+            None => measured.saturating_add(idle_bytes),
+        };
+        if need > best {
+            return Err(Error::InsufficientMemory(InsufficientMemory {
+                path: key.path.clone(),
+                estimate,
+                available: available_now(state, 0),
+            }));
+        }
         let mut freed = 0u64;
-        loop {
-            let available = match self.shared.config.budget {
-                Some(budget) => {
-                    let resident: u64 = state
-                        .slots
-                        .values()
-                        .filter_map(|s| match s {
-                            Slot::Ready(r) => Some(r.bytes),
-                            Slot::Loading => None,
-                        })
-                        .sum();
-                    budget.saturating_sub(resident)
-                }
-                None => measured.saturating_add(freed),
-            };
-            if need <= available {
-                return Ok(());
-            }
+        while need > available_now(state, freed) {
             let victim = state
                 .slots
                 .iter()
@@ -329,11 +364,7 @@ impl ModelManager {
                 .min_by_key(|(_, used)| *used)
                 .map(|(k, _)| k);
             let Some(victim) = victim else {
-                return Err(Error::InsufficientMemory(InsufficientMemory {
-                    path: key.path.clone(),
-                    estimate,
-                    available,
-                }));
+                break;
             };
             tracing::info!(
                 model = %victim.path.display(),
@@ -343,6 +374,7 @@ impl ModelManager {
                 freed = freed.saturating_add(r.bytes);
             }
         }
+        Ok(())
     }
 
     /// The loaded models (after unloading expired idle ones).
@@ -364,7 +396,7 @@ impl ModelManager {
                         queued: u.waiting,
                     })
                 }
-                Slot::Loading => None,
+                Slot::Loading(_) => None,
             })
             .collect();
         list.sort_by(|a, b| a.key.path.cmp(&b.key.path));
@@ -507,9 +539,7 @@ impl LoadedModel {
         }
         u.waiting -= 1;
         u.busy = true;
-        if let Some(keep_alive) = turn.keep_alive {
-            u.keep_alive = keep_alive;
-        }
+        u.keep_alive = turn.keep_alive.unwrap_or(r.default_keep_alive);
         Ok(TurnGuard { model: self })
     }
 }
@@ -522,29 +552,52 @@ struct TurnGuard<'a> {
 impl Drop for TurnGuard<'_> {
     fn drop(&mut self) {
         let r = &self.model.resident;
-        let until_idle = {
-            let mut u = lock(&r.use_state);
-            let now = Instant::now();
-            u.busy = false;
-            u.last_used = now;
-            u.expires = u.keep_alive.expiry(now);
-            r.turn.notify_one();
-            u.keep_alive == KeepAlive::UntilIdle && u.waiting == 0
+        let mut u = lock(&r.use_state);
+        let now = Instant::now();
+        u.busy = false;
+        u.last_used = now;
+        u.expires = u.keep_alive.expiry(now);
+        r.turn.notify_one();
+    }
+}
+
+impl Drop for LoadedModel {
+    /// The last handle of a model whose keep-alive has run out (keep-alive 0 right
+    /// after its use) unloads it, without waiting for a sweep.
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
         };
-        // Keep-alive 0: unload now, unless a handle is still held (it then goes at the
-        // next sweep after that handle is dropped).
-        if until_idle {
-            if let Some(shared) = self.model.shared.upgrade() {
-                let mut state = lock(&shared.state);
-                let key = r.key.clone();
-                let idle_but_this = matches!(
-                    state.slots.get(&key),
-                    Some(Slot::Ready(x)) if Arc::strong_count(x) <= 2 && !lock(&x.use_state).busy
-                );
-                if idle_but_this {
-                    state.slots.remove(&key);
-                }
+        let now = Instant::now();
+        let mut state = lock(&shared.state);
+        let key = &self.resident.key;
+        let last_and_expired = match state.slots.get(key) {
+            // This handle and the manager's own reference, nobody else.
+            Some(Slot::Ready(x)) if Arc::ptr_eq(x, &self.resident) && Arc::strong_count(x) == 2 => {
+                let u = lock(&x.use_state);
+                !u.busy && u.waiting == 0 && u.expires.is_some_and(|e| e <= now)
             }
+            _ => false,
+        };
+        if last_and_expired {
+            state.slots.remove(key);
         }
+    }
+}
+
+/// Clears a `Loading` slot whose load panicked (forgotten when the load returns).
+struct LoadingGuard<'a> {
+    shared: &'a Shared,
+    key: &'a ModelKey,
+}
+
+impl Drop for LoadingGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.shared.state);
+        if matches!(state.slots.get(self.key), Some(Slot::Loading(_))) {
+            state.slots.remove(self.key);
+        }
+        drop(state);
+        self.shared.loads.notify_all();
     }
 }

@@ -221,7 +221,18 @@ fn idle_models_are_unloaded_at_their_keep_alive() {
     let listed = manager.loaded();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].expires_in, Some(Duration::ZERO));
+    // Its last handle going, past the expiry, unloads it.
     drop(model);
+    assert!(manager.loaded().is_empty());
+
+    // Idle before the expiry: kept until it passes, then the sweep unloads it.
+    let model = loader.load(&manager, 64, 10).unwrap();
+    model
+        .generate(greedy(3), &Turn::default(), |_, _| SinkControl::Continue)
+        .unwrap();
+    drop(model);
+    assert_eq!(manager.loaded().len(), 1);
+    std::thread::sleep(Duration::from_millis(400));
     assert_eq!(manager.sweep(), 1);
     assert!(manager.loaded().is_empty());
 
@@ -282,16 +293,14 @@ fn loads_past_the_budget_evict_idle_models_least_recently_used_first() {
         other => panic!("{other:?}"),
     }
     assert_eq!(err.kind(), runanywhere::ErrorKind::InsufficientMemory);
-    // Too big for the whole budget even when everything is idle.
+    // Too big for the whole budget even with everything idle gone: refused before any
+    // model is evicted.
     drop((a, b));
     assert!(matches!(
         loader.load(&manager, 512, 101),
         Err(Error::InsufficientMemory(_))
     ));
-    assert!(
-        manager.loaded().is_empty(),
-        "everything idle was evicted trying"
-    );
+    assert_eq!(manager.loaded().len(), 2, "nothing was evicted for it");
 }
 
 fn sorted(mut v: Vec<u32>) -> Vec<u32> {
@@ -434,5 +443,41 @@ fn two_threads_generating_on_one_shared_model_get_the_single_thread_outputs() {
         runtime.models().loaded().len(),
         1,
         "both threads shared one model"
+    );
+}
+
+#[test]
+fn a_failed_or_panicking_load_leaves_the_key_loadable_and_keep_alive_does_not_stick() {
+    let loader = Loader::new();
+    let manager = manager(None, KeepAlive::For(Duration::from_secs(60)));
+    let key = Loader::key(64);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        manager.get_or_load(&key, None, false, || panic!("a load that panics"))
+    }));
+    assert!(panicked.is_err());
+    let failed = manager.get_or_load(&key, None, false, || Err(Error::Cancelled));
+    assert!(matches!(failed, Err(Error::Cancelled)));
+    // Neither left the key stuck as "loading": a real load goes through.
+    let model = loader.load(&manager, 64, 10).unwrap();
+
+    // A use that pins the model (forever, or for longer than the clock holds) is that
+    // use's choice only: the next default use goes back to the manager's keep-alive.
+    for keep_alive in [KeepAlive::Forever, KeepAlive::For(Duration::MAX)] {
+        let turn = Turn {
+            keep_alive: Some(keep_alive),
+            ..Turn::default()
+        };
+        model
+            .generate(greedy(1), &turn, |_, _| SinkControl::Continue)
+            .unwrap();
+        assert_eq!(manager.loaded()[0].expires_in, None, "{keep_alive:?}");
+    }
+    model
+        .generate(greedy(1), &Turn::default(), |_, _| SinkControl::Continue)
+        .unwrap();
+    let left = manager.loaded()[0].expires_in.unwrap();
+    assert!(
+        left > Duration::from_secs(50) && left <= Duration::from_secs(60),
+        "{left:?}"
     );
 }

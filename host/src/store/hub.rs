@@ -83,14 +83,14 @@ pub enum HubError {
     /// The server sent more bytes than the file can have: more than its advertised size,
     /// or, when no size was advertised, more than the cap the store set (the free disk
     /// space). The download was stopped before writing past the limit.
-    #[error("{url} sent more than {limit} bytes ({}), {why}; the download was stopped", crate::store::human_bytes(*limit))]
+    #[error("{url} sent more than {limit} bytes ({}), {}; the download was stopped", crate::store::human_bytes(*limit), if *advertised { "its advertised size" } else { "the cap for a file of unknown size (the free disk space)" })]
     TooLarge {
         /// The URL.
         url: String,
         /// The most bytes the file may have.
         limit: u64,
-        /// Where the limit comes from.
-        why: &'static str,
+        /// Whether the limit is the size the Hub advertised (else the free disk space).
+        advertised: bool,
     },
     /// The partial download could not be read or written.
     #[error("{action} {}: {source}", path.display())]
@@ -378,12 +378,9 @@ impl HubClient {
         unsized_cap: u64,
         progress: &mut dyn PullProgress,
     ) -> Result<Downloaded, HubError> {
-        let (limit, why) = match remote.size {
-            Some(size) => (size, "its advertised size"),
-            None => (
-                unsized_cap,
-                "the cap for a file of unknown size (the free disk space)",
-            ),
+        let (limit, advertised) = match remote.size {
+            Some(size) => (size, true),
+            None => (unsized_cap, false),
         };
         let io = |action: &'static str| {
             move |source| HubError::Io {
@@ -468,7 +465,7 @@ impl HubClient {
                 Failure::Fatal(HubError::TooLarge {
                     url: url.clone(),
                     limit,
-                    why,
+                    advertised,
                 })
             };
             // A body announced longer than the file can be is refused before a byte of it

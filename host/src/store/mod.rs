@@ -198,6 +198,11 @@ impl StoreError {
             StoreError::Hub(HubError::NotFound { .. }) => K::NotFound,
             StoreError::Hub(HubError::Unauthorized { .. }) => K::Unauthorized,
             StoreError::Hub(HubError::Io { .. }) => K::Io,
+            // More bytes than the Hub said the file has: the served content is wrong.
+            StoreError::Hub(HubError::TooLarge {
+                advertised: true, ..
+            }) => K::InvalidModel,
+            StoreError::Hub(HubError::TooLarge { .. }) => K::InsufficientStorage,
             StoreError::Hub(_) => K::Network,
             StoreError::Catalog(_) => K::Internal,
         }

@@ -233,10 +233,15 @@ impl Store {
                 // Whatever failed, only resumable partial files (a valid prefix of
                 // content the Hub identified) are kept for the next pull, and no download
                 // folder of this id is left empty.
-                for w in &wanted {
+                for (w, remote) in wanted.iter().zip(&remotes) {
                     let (partial, meta_path) = partial_paths(&downloads, w.name());
-                    if !partial.exists() {
-                        remove_if_present(&meta_path)?;
+                    let keep = partial.exists() && resumable(remote);
+                    if !keep {
+                        for path in [&partial, &meta_path] {
+                            if let Err(rm) = remove_if_present(path) {
+                                tracing::warn!("{rm}");
+                            }
+                        }
                     }
                 }
                 if let Err(err) = std::fs::remove_dir(&downloads) {
@@ -309,8 +314,8 @@ impl Store {
             left = left.saturating_add(remote.size.unwrap_or(0).saturating_sub(have));
         }
         disk::ensure_space(&self.home, left)?;
-        // A file of unknown size may take what the known ones leave free, no more.
-        let unsized_cap = disk::available_space(&self.home)?.saturating_sub(left);
+        // Files of unknown size may take, together, what the known ones leave free.
+        let mut unsized_cap = disk::available_space(&self.home)?.saturating_sub(left);
 
         let mut records = Vec::with_capacity(wanted.len());
         for (w, remote) in wanted.iter().zip(remotes) {
@@ -324,12 +329,19 @@ impl Store {
                 Err(e) => {
                     let network = matches!(e, StoreError::Hub(HubError::Network { .. }));
                     if !(network && resumable(remote)) {
-                        remove_if_present(&partial)?;
-                        remove_if_present(&meta_path)?;
+                        // The download's own error is the one to report.
+                        for path in [&partial, &meta_path] {
+                            if let Err(rm) = remove_if_present(path) {
+                                tracing::warn!("{rm}");
+                            }
+                        }
                     }
                     return Err(e);
                 }
             };
+            if remote.size.is_none() {
+                unsized_cap = unsized_cap.saturating_sub(got.size);
+            }
             if remote.sha256.is_none() && remote.git_sha1.is_none() && w.pinned.is_none() {
                 progress.note(&format!(
                     "{}: the Hub published no checksum; only the size was checked",
