@@ -4,6 +4,7 @@
 // Test helpers outside #[test] functions unwrap freely too.
 #![allow(clippy::unwrap_used)]
 
+mod compat;
 mod conformance;
 mod contract;
 mod discovery;

@@ -1,0 +1,253 @@
+//! Writing a plugin without writing FFI.
+//!
+//! Implement [`Engine`] and [`Model`], then `runanywhere_plugin_api::export_plugin!(MyEngine);`.
+//! The adapters here turn the plain traits into the ABI's trait objects and wrap every
+//! call in `catch_unwind`: a panic in plugin code becomes an [`ErrorKind::Internal`]
+//! error (or an empty answer where the method cannot fail) and never unwinds into the
+//! host.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use abi_stable::{
+    prefix_type::PrefixTypeTrait,
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RSlice, RStr, RString, RVec},
+};
+
+use crate::abi::{
+    EngineApi, EngineApi_TO, EngineBox, EngineInfo, GenerateRequest, GenerationStats, InitRequest,
+    LoadRequest, ModelApi, ModelApi_TO, ModelBox, ModelInfo, PluginMod, PluginModRef, SinkControl,
+    SinkRef, PLUGIN_API_VERSION,
+};
+use crate::error::{EngineError, ErrorKind};
+
+/// An engine: created once per manifest, loads models.
+pub trait Engine: Send + Sync + Sized + 'static {
+    /// The model type this engine loads.
+    type Model: Model;
+
+    /// Creates the engine. `request.options` holds the manifest's `[options]`.
+    fn init(request: &InitRequest) -> Result<Self, EngineError>;
+
+    /// Facts about the engine.
+    fn info(&self) -> EngineInfo;
+
+    /// Loads a model.
+    fn load_model(&self, request: &LoadRequest) -> Result<Self::Model, EngineError>;
+}
+
+/// A loaded model. Dropped = unloaded. Must be usable from several threads; engines
+/// whose framework state is not thread-safe keep it behind a lock.
+pub trait Model: Send + Sync + 'static {
+    /// Facts about the model.
+    fn info(&self) -> ModelInfo;
+
+    /// Text → token ids.
+    fn tokenize(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, EngineError>;
+
+    /// Token ids → text.
+    fn detokenize(&self, ids: &[u32]) -> Result<String, EngineError>;
+
+    /// The raw bytes of one token; control tokens are rendered as their text (`<s>`).
+    fn token_piece(&self, id: u32) -> Result<Vec<u8>, EngineError>;
+
+    /// Generates, calling `sink` once per token (see [`crate::decode::Decoding`]).
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        sink: &mut dyn FnMut(u32, &str) -> SinkControl,
+    ) -> Result<GenerationStats, EngineError>;
+}
+
+thread_local! {
+    /// Where the last panic on this thread happened, recorded by [`quiet_panic_hook`].
+    static PANIC_LOCATION: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Replaces the default panic hook *of this plugin* (each cdylib has its own copy of
+/// std, so the host's hook is untouched) with one that only records where the panic
+/// happened: the message and location then travel in the returned error instead of
+/// being printed on the host's stderr.
+fn quiet_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()));
+            PANIC_LOCATION.with(|cell| *cell.borrow_mut() = location);
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic into an `Internal` error that quotes the panic message and
+/// where it happened.
+pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, EngineError>) -> Result<T, EngineError> {
+    quiet_panic_hook();
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let location = PANIC_LOCATION
+                .with(|cell| cell.borrow_mut().take())
+                .map(|l| format!(" (at {l})"))
+                .unwrap_or_default();
+            Err(EngineError::new(
+                ErrorKind::Internal,
+                format!(
+                    "plugin panicked in {what}: {}{location}",
+                    panic_message(&*payload)
+                ),
+            ))
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
+fn to_abi<T, U>(result: Result<T, EngineError>, f: impl FnOnce(T) -> U) -> RResult<U, EngineError> {
+    match result {
+        Ok(v) => RResult::ROk(f(v)),
+        Err(e) => RResult::RErr(e),
+    }
+}
+
+struct EngineAdapter<E: Engine>(E);
+
+impl<E: Engine> EngineApi for EngineAdapter<E> {
+    fn info(&self) -> EngineInfo {
+        match guard("info", || Ok(self.0.info())) {
+            Ok(info) => info,
+            Err(e) => EngineInfo {
+                id: RString::from("?"),
+                name: RString::from(e.message()),
+                version: RString::new(),
+                formats: RVec::new(),
+                capabilities: Default::default(),
+                extensions: RVec::new(),
+            },
+        }
+    }
+
+    fn load_model(&self, request: LoadRequest) -> RResult<ModelBox, EngineError> {
+        to_abi(guard("load_model", || self.0.load_model(&request)), |m| {
+            ModelApi_TO::from_value(ModelAdapter(m), TD_Opaque)
+        })
+    }
+}
+
+struct ModelAdapter<M: Model>(M);
+
+impl<M: Model> ModelApi for ModelAdapter<M> {
+    fn info(&self) -> ModelInfo {
+        guard("model info", || Ok(self.0.info())).unwrap_or_default()
+    }
+
+    fn tokenize(
+        &self,
+        text: RStr<'_>,
+        add_special: bool,
+        parse_special: bool,
+    ) -> RResult<RVec<u32>, EngineError> {
+        to_abi(
+            guard("tokenize", || {
+                self.0.tokenize(text.as_str(), add_special, parse_special)
+            }),
+            RVec::from,
+        )
+    }
+
+    fn detokenize(&self, ids: RSlice<'_, u32>) -> RResult<RString, EngineError> {
+        to_abi(
+            guard("detokenize", || self.0.detokenize(ids.as_slice())),
+            RString::from,
+        )
+    }
+
+    fn token_piece(&self, id: u32) -> RResult<RVec<u8>, EngineError> {
+        to_abi(guard("token_piece", || self.0.token_piece(id)), RVec::from)
+    }
+
+    fn generate(
+        &self,
+        request: GenerateRequest,
+        mut sink: SinkRef<'_>,
+    ) -> RResult<GenerationStats, EngineError> {
+        let mut call = |id: u32, piece: &str| sink.on_token(id, RStr::from(piece));
+        to_abi(
+            guard("generate", || self.0.generate(&request, &mut call)),
+            |s| s,
+        )
+    }
+}
+
+/// The `init` entry point for engine type `E`. Never unwinds.
+pub extern "C" fn init_engine<E: Engine>(request: InitRequest) -> RResult<EngineBox, EngineError> {
+    to_abi(guard("init", || E::init(&request)), |engine| {
+        EngineApi_TO::from_value(EngineAdapter(engine), TD_Opaque)
+    })
+}
+
+/// Builds the root module for engine type `E`. Used by [`crate::export_plugin!`].
+pub fn root_module<E: Engine>() -> PluginModRef {
+    PluginMod {
+        api_version: PLUGIN_API_VERSION,
+        init: init_engine::<E>,
+    }
+    .leak_into_prefix()
+}
+
+/// Exports `$engine` (a type implementing [`Engine`]) as this library's plugin root
+/// module.
+#[macro_export]
+macro_rules! export_plugin {
+    ($engine:ty) => {
+        /// The exported symbols of this plugin (generated by `export_plugin!`).
+        #[allow(missing_docs)]
+        mod __runanywhere_plugin_export {
+            #[allow(unused_imports)]
+            use super::*;
+
+            /// The plugin-API version, readable by the host before it loads anything else.
+            #[no_mangle]
+            pub static RUNANYWHERE_PLUGIN_API_VERSION: u32 = $crate::abi::PLUGIN_API_VERSION;
+
+            /// The plugin's root module, found by the host through abi_stable.
+            #[$crate::__private::abi_stable::export_root_module]
+            pub fn runanywhere_root_module() -> $crate::abi::PluginModRef {
+                $crate::sdk::root_module::<$engine>()
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_turns_panics_into_internal_errors() {
+        let err = guard::<()>("load_model", || panic!("boom {}", 42)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Internal);
+        assert!(
+            err.message()
+                .starts_with("plugin panicked in load_model: boom 42 (at plugin-api/src/sdk.rs:"),
+            "{}",
+            err.message()
+        );
+        assert_eq!(guard("x", || Ok(7)).unwrap(), 7);
+    }
+}

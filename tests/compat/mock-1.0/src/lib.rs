@@ -1,0 +1,299 @@
+//! The mock engine: deterministic, tiny, and the only engine allowed canned text.
+//!
+//! It stands in for a real engine in host tests (the seed's `MockLLMService`): it loads
+//! the pseudo-model `mock`, tokenizes with a fixed tiny vocabulary (three specials, 256
+//! byte tokens, then a list of words), and "generates" by choosing words with the shared
+//! [`Sampler`] over logits computed from a hash of the context. Each word is emitted as
+//! its tokens, so multi-byte characters (the vocabulary has `café` and `→`, which are
+//! spelled with byte tokens) cross token boundaries and exercise UTF-8 buffering. It
+//! honours max_tokens, stop strings, the seed and cancellation through the same
+//! [`Decoding`] bookkeeping as the real engines.
+
+use runanywhere_plugin_api::{
+    decode::{prompt_ids, Decoding},
+    export_plugin,
+    sampling::Sampler,
+    sdk::{Engine, Model},
+    Capabilities, EngineError, EngineInfo, GenerateRequest, GenerationStats, InitRequest, KeyValue,
+    LoadRequest, ModelInfo, SinkControl,
+};
+
+/// Special tokens.
+const UNK: u32 = 0;
+const BOS: u32 = 1;
+const EOS: u32 = 2;
+/// Byte tokens are `BYTE0 + b`.
+const BYTE0: u32 = 3;
+/// First word token.
+const WORD0: u32 = BYTE0 + 256;
+
+/// The word vocabulary. Words with non-ASCII characters are not tokens themselves: they
+/// are spelled with byte tokens, like byte fallback in SentencePiece.
+const WORDS: &[&str] = &[
+    " the", " a", " cat", " dog", " sat", " on", " mat", " and", " ran", " to", " park", " hello",
+    " world", " is", " happy", " big", " small", " red", " ball", " saw", " then", " it", " was",
+    " sunny", " day", ".", ",", "\n", " café", " →", " end", "hello", "Once", " upon", " time",
+];
+
+/// Default context length of the pseudo-model.
+const DEFAULT_CONTEXT: u32 = 2048;
+
+/// The mock engine.
+pub struct MockEngine {
+    id: String,
+}
+
+impl Engine for MockEngine {
+    type Model = MockModel;
+
+    fn init(request: &InitRequest) -> Result<Self, EngineError> {
+        Ok(MockEngine {
+            id: request.engine_id.to_string(),
+        })
+    }
+
+    fn info(&self) -> EngineInfo {
+        EngineInfo {
+            id: self.id.as_str().into(),
+            name: "Mock engine".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            formats: vec!["mock".into()].into(),
+            capabilities: Capabilities::STREAMING | Capabilities::TOKENIZE,
+            extensions: Vec::new().into(),
+        }
+    }
+
+    fn load_model(&self, request: &LoadRequest) -> Result<MockModel, EngineError> {
+        if request.model_path.as_str() != "mock" {
+            return Err(EngineError::unsupported_format(format!(
+                "the mock engine loads only the pseudo-model `mock`, not `{}`",
+                request.model_path
+            )));
+        }
+        let context_length = match request.context_length {
+            0 => DEFAULT_CONTEXT,
+            n => n,
+        };
+        Ok(MockModel { context_length })
+    }
+}
+
+/// The pseudo-model `mock`.
+pub struct MockModel {
+    context_length: u32,
+}
+
+impl MockModel {
+    fn vocab_size(&self) -> u32 {
+        WORD0 + WORDS.len() as u32
+    }
+
+    fn token_bytes(&self, id: u32) -> Result<Vec<u8>, EngineError> {
+        match id {
+            UNK => Ok(b"<unk>".to_vec()),
+            BOS => Ok(b"<s>".to_vec()),
+            EOS => Ok(b"</s>".to_vec()),
+            b if (BYTE0..WORD0).contains(&b) => Ok(vec![(b - BYTE0) as u8]),
+            w if w < self.vocab_size() => Ok(WORDS[(w - WORD0) as usize].as_bytes().to_vec()),
+            other => Err(EngineError::invalid_request(format!(
+                "token id {other} is outside the mock vocabulary (size {})",
+                self.vocab_size()
+            ))),
+        }
+    }
+
+    /// Pseudo-logits over the words, from a hash of the last two tokens and the position.
+    fn word_logits(history: &[u32]) -> Vec<f32> {
+        let last = history.last().copied().unwrap_or(BOS) as u64;
+        let prev = history.len().checked_sub(2).map_or(0, |i| history[i]) as u64;
+        let pos = history.len() as u64;
+        (0..WORDS.len() as u64)
+            .map(|w| {
+                let mut h = (last << 32) ^ (prev << 16) ^ (pos << 8) ^ w;
+                h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                h ^= h >> 29;
+                h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                h ^= h >> 32;
+                (h % 1000) as f32 / 100.0
+            })
+            .collect()
+    }
+}
+
+impl Model for MockModel {
+    fn info(&self) -> ModelInfo {
+        ModelInfo {
+            architecture: "mock".into(),
+            parameter_count: 0,
+            context_length: self.context_length,
+            train_context_length: DEFAULT_CONTEXT,
+            vocab_size: self.vocab_size(),
+            bos: Some(BOS).into(),
+            eos: Some(EOS).into(),
+            eog: vec![EOS].into(),
+            chat_template: None.into(),
+            extensions: vec![KeyValue::new("general.name", "mock")].into(),
+        }
+    }
+
+    fn tokenize(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, EngineError> {
+        let mut ids = Vec::new();
+        if add_special {
+            ids.push(BOS);
+        }
+        let mut rest = text;
+        while !rest.is_empty() {
+            if parse_special {
+                if let Some((id, len)) = [("<s>", BOS), ("</s>", EOS)]
+                    .iter()
+                    .find(|(s, _)| rest.starts_with(s))
+                    .map(|(s, id)| (*id, s.len()))
+                {
+                    ids.push(id);
+                    rest = &rest[len..];
+                    continue;
+                }
+            }
+            // Longest word match, else one byte token.
+            let best = WORDS
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.is_ascii() && rest.starts_with(**w))
+                .max_by_key(|(_, w)| w.len());
+            match best {
+                Some((i, w)) => {
+                    ids.push(WORD0 + i as u32);
+                    rest = &rest[w.len()..];
+                }
+                None => {
+                    let ch = rest.chars().next().map_or(1, char::len_utf8);
+                    ids.extend(rest.as_bytes()[..ch].iter().map(|b| BYTE0 + *b as u32));
+                    rest = &rest[ch..];
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    fn detokenize(&self, ids: &[u32]) -> Result<String, EngineError> {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            bytes.extend(self.token_bytes(id)?);
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn token_piece(&self, id: u32) -> Result<Vec<u8>, EngineError> {
+        self.token_bytes(id)
+    }
+
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        sink: &mut dyn FnMut(u32, &str) -> SinkControl,
+    ) -> Result<GenerationStats, EngineError> {
+        let prompt_ids = prompt_ids(request, self.vocab_size(), |text, add, parse| {
+            self.tokenize(text, add, parse)
+        })?;
+        let mut sampler = Sampler::new(&request.sampling);
+        let mut decoding = Decoding::start(
+            request,
+            prompt_ids,
+            self.context_length as usize,
+            vec![EOS],
+            sink,
+        )?;
+        decoding.prefill_done();
+        let reason = 'outer: loop {
+            let mut logits = Self::word_logits(decoding.history());
+            let word = sampler.sample(&mut logits, &[]) as usize;
+            for id in self.tokenize(WORDS[word], false, false)? {
+                let bytes = self.token_bytes(id)?;
+                if let Some(reason) = decoding.accept(id, &bytes) {
+                    break 'outer reason;
+                }
+            }
+        };
+        Ok(decoding.finish(reason))
+    }
+}
+
+export_plugin!(MockEngine);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runanywhere_plugin_api::{Prompt, StopReason};
+
+    fn model() -> MockModel {
+        MockModel { context_length: 64 }
+    }
+
+    fn generate(
+        m: &MockModel,
+        prompt: &str,
+        max: u32,
+        stop: &[&str],
+        temp: f32,
+        seed: u64,
+    ) -> (Vec<u32>, String, StopReason) {
+        let mut req = GenerateRequest::new(Prompt::Text(prompt.into()));
+        req.max_tokens = max;
+        req.stop = stop.iter().map(|s| (*s).into()).collect();
+        req.sampling.temperature = temp;
+        req.sampling.seed = seed;
+        let mut ids = Vec::new();
+        let mut text = String::new();
+        let mut sink = |id: u32, piece: &str| {
+            ids.push(id);
+            text.push_str(piece);
+            SinkControl::Continue
+        };
+        let stats = m.generate(&req, &mut sink).unwrap();
+        assert_eq!(stats.generated_tokens as usize, ids.len());
+        (ids, text, stats.stop_reason())
+    }
+
+    #[test]
+    fn tokenize_round_trips_including_non_ascii() {
+        let m = model();
+        let text = "hello world café →!";
+        let ids = m.tokenize(text, false, false).unwrap();
+        assert_eq!(m.detokenize(&ids).unwrap(), text);
+        assert_eq!(ids[0], WORD0 + 31); // "hello"
+        assert_eq!(m.tokenize("", true, false).unwrap(), vec![BOS]);
+        assert_eq!(m.tokenize("<s>", false, true).unwrap(), vec![BOS]);
+        assert_eq!(m.tokenize("<s>", false, false).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn greedy_is_deterministic_and_respects_max_tokens() {
+        let m = model();
+        let a = generate(&m, "hello", 20, &[], 0.0, 1);
+        let b = generate(&m, "hello", 20, &[], 0.0, 2);
+        assert_eq!(a, b);
+        assert_eq!(a.0.len(), 20);
+        assert_eq!(a.2, StopReason::MaxTokens);
+    }
+
+    #[test]
+    fn seed_controls_sampling() {
+        let m = model();
+        let a = generate(&m, "hello", 30, &[], 1.5, 7);
+        assert_eq!(a, generate(&m, "hello", 30, &[], 1.5, 7));
+        assert_ne!(a.0, generate(&m, "hello", 30, &[], 1.5, 8).0);
+    }
+
+    #[test]
+    fn context_fills_up() {
+        let m = model();
+        let (ids, _, reason) = generate(&m, "hello", 0, &[], 0.0, 0);
+        assert_eq!(reason, StopReason::ContextFull);
+        assert_eq!(ids.len(), 64 + 1 - 2);
+    }
+}

@@ -1,0 +1,128 @@
+//! Plugins built in the past keep working: the mock engine built against a frozen copy
+//! of plugin ABI 1.0 (`tests/compat/`, built here with its own target directory) loads
+//! in today's host and runs.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use runanywhere::registry::Registry;
+use runanywhere::{
+    EngineErrorKind, GenerateRequest, LoadRequest, Prompt, SamplingParams, SinkControl, StopReason,
+};
+use runanywhere_tests::{plugin_dir, workspace_dir};
+
+/// Builds `tests/compat` once per test process and returns the 1.0 mock's library.
+fn abi_1_0_mock() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let workspace = workspace_dir();
+        let target = workspace.join("target").join("compat");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "--release", "--locked", "--manifest-path"])
+            .arg(workspace.join("tests/compat/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .output()
+            .expect("run cargo");
+        assert!(
+            out.status.success(),
+            "building tests/compat failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lib = target
+            .join("release")
+            .join(runanywhere::libname::library_file_name(
+                "runanywhere_mock_abi_1_0",
+                std::env::consts::OS,
+            ));
+        assert!(lib.is_file(), "{} missing", lib.display());
+        lib
+    })
+}
+
+/// A plugin directory with the 1.0 mock (its manifest pointing at the library built
+/// under target/compat) and today's mock.
+fn registry() -> (tempfile::TempDir, Registry) {
+    let lib = abi_1_0_mock();
+    let dir = plugin_dir(&["mock"]);
+    std::fs::write(
+        dir.path().join("mock-abi-1-0.toml"),
+        format!(
+            "id = \"mock-abi-1-0\"\nlibrary = {:?}\napi_version = 1\nformats = [\"mock\"]\n",
+            lib.to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let registry = Registry::discover(&[dir.path().to_path_buf()]);
+    (dir, registry)
+}
+
+fn request(prompt: Prompt, max_tokens: u32) -> GenerateRequest {
+    let mut r = GenerateRequest::new(prompt);
+    r.max_tokens = max_tokens;
+    r.sampling = SamplingParams::greedy();
+    r
+}
+
+#[test]
+fn a_plugin_built_against_abi_1_0_loads_and_runs_in_todays_host() {
+    let (_dir, registry) = registry();
+    let old = registry
+        .engine("mock-abi-1-0")
+        .unwrap_or_else(|| panic!("refused: {:?}", registry.unavailable()));
+    let new = registry.engine("mock").unwrap();
+    let load = |engine: &runanywhere::Engine| {
+        engine
+            .load_model(LoadRequest {
+                model_path: "mock".into(),
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    let (old, new) = (load(old), load(new));
+    // Same vocabulary, through the same ABI calls.
+    let text = "hello world café →!";
+    assert_eq!(
+        old.tokenize(text, true, false).unwrap(),
+        new.tokenize(text, true, false).unwrap()
+    );
+    assert_eq!(old.info().vocab_size, new.info().vocab_size);
+
+    // It generates, and the host's sink and stop reasons work with it.
+    let mut ids = Vec::new();
+    let stats = old
+        .generate(request(Prompt::Text("hello".into()), 20), |id, _| {
+            ids.push(id);
+            SinkControl::Continue
+        })
+        .unwrap();
+    assert_eq!(
+        (ids.len(), stats.stop_reason()),
+        (20, StopReason::MaxTokens)
+    );
+    let mut seen = 0;
+    let stats = old
+        .generate(request(Prompt::Text("hello".into()), 20), |_, _| {
+            seen += 1;
+            if seen == 3 {
+                SinkControl::Stop
+            } else {
+                SinkControl::Continue
+            }
+        })
+        .unwrap();
+    assert_eq!((seen, stats.stop_reason()), (3, StopReason::Cancelled));
+    // Its errors keep their kinds.
+    let err = old
+        .generate(
+            request(Prompt::Ids(vec![1, 1_000_000].into()), 1),
+            |_, _| SinkControl::Continue,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.engine_error().map(|e| e.kind()),
+        Some(EngineErrorKind::InvalidRequest)
+    );
+}
