@@ -174,7 +174,8 @@ impl Model {
     }
 
     /// [`Model::generate`] that also stops (with [`StopReason::Cancelled`]) as soon as
-    /// `cancel` is set, between two tokens.
+    /// `cancel` is set, between two tokens (plugin ABI 1 has no channel for a stop
+    /// during prefill; see `runanywhere_plugin_api::version`).
     ///
     /// [`StopReason::Cancelled`]: runanywhere_plugin_api::StopReason::Cancelled
     pub fn generate_cancellable(

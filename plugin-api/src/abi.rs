@@ -368,6 +368,11 @@ pub trait TokenSink {
     /// Called once per generated token with its id and text piece. Pieces are whole
     /// UTF-8 (a character split across tokens arrives with the token that completes it)
     /// and never contain a stop string.
+    ///
+    /// No method may be appended to this trait: the host implements it, so a host with
+    /// one more method than an older plugin expects fails abi_stable's layout check for
+    /// that plugin (`FieldCountMismatch`; `tests/integration/compat.rs` shows it). See
+    /// [`crate::version`].
     #[sabi(last_prefix_field)]
     fn on_token(&mut self, id: u32, piece: RStr<'_>) -> SinkControl;
 }

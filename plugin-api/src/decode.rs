@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use abi_stable::std_types::RVec;
 
-use crate::abi::{GenerateRequest, GenerationStats, Prompt, SinkControl, StopReason};
+use crate::abi::{GenerateRequest, GenerationStats, Prompt, StopReason};
 use crate::emit::TextStreamer;
 use crate::error::EngineError;
 
@@ -95,7 +95,7 @@ impl<'s> GenerationTracker<'s> {
         prompt_ids: Vec<u32>,
         context_length: usize,
         eog: Vec<u32>,
-        sink: &'s mut dyn FnMut(u32, &str) -> SinkControl,
+        sink: &'s mut dyn crate::sdk::Sink,
     ) -> Result<Self, EngineError> {
         crate::sampling::validate(&request.sampling)?;
         if prompt_ids.is_empty() {
@@ -133,6 +133,12 @@ impl<'s> GenerationTracker<'s> {
     /// Prompt plus the ids generated so far.
     pub fn history(&self) -> &[u32] {
         &self.history
+    }
+
+    /// Whether the host asked to stop, for engines to poll where no token is emitted
+    /// (between prefill chunks): then finish with [`StopReason::Cancelled`].
+    pub fn cancelled(&self) -> bool {
+        self.emitter.sink_cancelled()
     }
 
     /// Marks the end of the prompt's forward pass.
@@ -193,7 +199,7 @@ impl<'s> GenerationTracker<'s> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::Prompt;
+    use crate::abi::{Prompt, SinkControl};
 
     fn request(max_tokens: u32, stop: &[&str]) -> GenerateRequest {
         let mut r = GenerateRequest::new(Prompt::Ids(RVec::from(vec![1])));

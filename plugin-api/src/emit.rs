@@ -24,16 +24,13 @@ pub struct TextStreamer<'s> {
     buf: Vec<u8>,
     /// Held tokens with the end offset of their bytes in `buf`.
     pending: VecDeque<(u32, usize)>,
-    sink: &'s mut dyn FnMut(u32, &str) -> SinkControl,
+    sink: &'s mut dyn crate::sdk::Sink,
     emitted_tokens: u32,
 }
 
 impl<'s> TextStreamer<'s> {
     /// An emitter feeding `sink`, cutting output at any of `stops` (empty ones ignored).
-    pub fn new<S: AsRef<str>>(
-        stops: &[S],
-        sink: &'s mut dyn FnMut(u32, &str) -> SinkControl,
-    ) -> Self {
+    pub fn new<S: AsRef<str>>(stops: &[S], sink: &'s mut dyn crate::sdk::Sink) -> Self {
         TextStreamer {
             stops: stops
                 .iter()
@@ -50,6 +47,11 @@ impl<'s> TextStreamer<'s> {
     /// How many tokens have been handed to the sink.
     pub fn emitted_tokens(&self) -> u32 {
         self.emitted_tokens
+    }
+
+    /// Whether the sink's host asked to stop (see [`crate::sdk::Sink::cancelled`]).
+    pub fn sink_cancelled(&self) -> bool {
+        self.sink.cancelled()
     }
 
     /// Adds a generated token and its bytes. Returns `Some(reason)` when generation
@@ -135,7 +137,7 @@ impl<'s> TextStreamer<'s> {
     fn emit(&mut self, id: u32, from: usize, to: usize) -> SinkControl {
         self.emitted_tokens += 1;
         let piece = String::from_utf8_lossy(&self.buf[from..to]);
-        (self.sink)(id, &piece)
+        self.sink.token(id, &piece)
     }
 
     fn drain(&mut self, n: usize) {

@@ -15,10 +15,11 @@
 //! llama.cpp has its own loop (its sampler chain and batch API), configured from the
 //! same request and reporting through the same [`GenerationTracker`].
 
-use crate::abi::{GenerateRequest, GenerationStats, SinkControl};
+use crate::abi::{GenerateRequest, GenerationStats, StopReason};
 use crate::decode::{prompt_ids, GenerationTracker};
 use crate::error::EngineError;
 use crate::sampling::Sampler;
+use crate::sdk::Sink;
 
 /// A model that computes next-token logits with a KV cache.
 pub trait Forward {
@@ -63,7 +64,7 @@ pub fn run(
     context_length: usize,
     batch: usize,
     request: &GenerateRequest,
-    sink: &mut dyn FnMut(u32, &str) -> SinkControl,
+    sink: &mut dyn Sink,
 ) -> Result<GenerationStats, EngineError> {
     let prompt = prompt_ids(request, vocab.size, vocab.tokenize)?;
     // A tokenizer may know more ids than the model has logits (or embedding rows) for.
@@ -81,8 +82,14 @@ pub fn run(
     model.reset()?;
     let batch = batch.max(1);
     let mut logits = Vec::new();
-    for (i, chunk) in decoding.prompt_ids().chunks(batch).enumerate() {
-        model.forward(chunk, i * batch, &mut logits)?;
+    let prompt_len = decoding.prompt_ids().len();
+    for start in (0..prompt_len).step_by(batch) {
+        // A cancel during a long prefill takes effect within one chunk.
+        if decoding.cancelled() {
+            return Ok(decoding.finish(StopReason::Cancelled));
+        }
+        let end = (start + batch).min(prompt_len);
+        model.forward(&decoding.prompt_ids()[start..end], start, &mut logits)?;
     }
     decoding.prefill_done();
 
@@ -111,7 +118,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::{Prompt, StopReason};
+    use crate::abi::{Prompt, SinkControl, StopReason};
 
     /// Logits that make `next[pos]` the argmax, and a record of the calls.
     struct Scripted {

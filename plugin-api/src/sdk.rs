@@ -57,12 +57,42 @@ pub trait Model: Send + Sync + 'static {
     /// The raw bytes of one token; control tokens are rendered as their text (`<s>`).
     fn token_piece(&self, id: u32) -> Result<Vec<u8>, EngineError>;
 
-    /// Generates, calling `sink` once per token (see [`crate::decode::GenerationTracker`]).
+    /// Generates, giving `sink` each token (see [`crate::decode::GenerationTracker`]).
     fn generate(
         &self,
         request: &GenerateRequest,
-        sink: &mut dyn FnMut(u32, &str) -> SinkControl,
+        sink: &mut dyn Sink,
     ) -> Result<GenerationStats, EngineError>;
+}
+
+/// Where a generation's tokens go: the host's token sink (through the ABI), or any
+/// closure `FnMut(id, piece) -> SinkControl` (in an engine's own tests).
+pub trait Sink {
+    /// One generated token and its text piece.
+    fn token(&mut self, id: u32, piece: &str) -> SinkControl;
+
+    /// Whether the host asked to stop; polled where no token is emitted (between
+    /// prefill chunks). Closures are never cancelled this way.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+impl<F: FnMut(u32, &str) -> SinkControl> Sink for F {
+    fn token(&mut self, id: u32, piece: &str) -> SinkControl {
+        self(id, piece)
+    }
+}
+
+/// The host's sink seen as a [`Sink`]. Plugin ABI 1 has no way for the host to say
+/// "stop" except a token's answer, so [`Sink::cancelled`] stays `false` here; the loops
+/// already poll it between prefill chunks for when a compatible channel exists.
+struct HostSink<'a, 'b>(&'a mut SinkRef<'b>);
+
+impl Sink for HostSink<'_, '_> {
+    fn token(&mut self, id: u32, piece: &str) -> SinkControl {
+        self.0.on_token(id, RStr::from(piece))
+    }
 }
 
 thread_local! {
@@ -186,9 +216,9 @@ impl<M: Model> ModelApi for ModelAdapter<M> {
         request: GenerateRequest,
         mut sink: SinkRef<'_>,
     ) -> RResult<GenerationStats, EngineError> {
-        let mut call = |id: u32, piece: &str| sink.on_token(id, RStr::from(piece));
+        let mut host = HostSink(&mut sink);
         to_abi(
-            guard("generate", || self.0.generate(&request, &mut call)),
+            guard("generate", || self.0.generate(&request, &mut host)),
             |s| s,
         )
     }

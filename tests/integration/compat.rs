@@ -67,6 +67,24 @@ fn request(prompt: Prompt, max_tokens: u32) -> GenerateRequest {
 }
 
 #[test]
+fn the_abi_crate_keeps_a_version_compatible_with_the_released_one() {
+    use abi_stable::library::RootModule;
+    // abi_stable refuses plugins whose plugin-api version is not loosely compatible
+    // (for 0.x, the same minor) with the host's: it must stay 0.1.x whatever the
+    // workspace's version becomes (see plugin-api/src/version.rs).
+    let host = runanywhere_plugin_api::PluginModRef::VERSION_STRINGS
+        .parsed()
+        .unwrap();
+    let released = abi_stable::sabi_types::VersionStrings::new("0.1.0")
+        .parsed()
+        .unwrap();
+    assert!(
+        host.is_loosely_compatible(released),
+        "plugin-api {host} would refuse plugins built against 0.1.0"
+    );
+}
+
+#[test]
 fn a_plugin_built_against_abi_1_0_loads_and_runs_in_todays_host() {
     let (_dir, registry) = registry();
     let old = registry

@@ -11,7 +11,7 @@ use std::sync::{Mutex, PoisonError};
 
 use runanywhere_convert::Vocab;
 use runanywhere_plugin_api::generate::{self, Forward, Vocabulary};
-use runanywhere_plugin_api::{EngineError, GenerateRequest, GenerationStats, SinkControl};
+use runanywhere_plugin_api::{EngineError, GenerateRequest, GenerationStats};
 
 use crate::backend::Backend;
 use crate::errors::forward_error;
@@ -64,7 +64,7 @@ impl Generator<'_> {
     pub(crate) fn run(
         &self,
         request: &GenerateRequest,
-        sink: &mut dyn FnMut(u32, &str) -> SinkControl,
+        sink: &mut dyn runanywhere_plugin_api::sdk::Sink,
     ) -> Result<GenerationStats, EngineError> {
         let tokenize = |text: &str, add: bool, parse: bool| {
             self.vocab

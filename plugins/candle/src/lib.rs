@@ -35,7 +35,7 @@ use runanywhere_convert::Vocab;
 use runanywhere_plugin_api::sdk::{Engine, Model};
 use runanywhere_plugin_api::{
     export_plugin, Capabilities, EngineError, EngineInfo, GenerateRequest, GenerationStats,
-    InitRequest, KeyValue, LoadRequest, ModelInfo, SinkControl,
+    InitRequest, KeyValue, LoadRequest, ModelInfo,
 };
 
 use crate::backend::Backend;
@@ -187,7 +187,7 @@ impl Model for CandleModel {
     fn generate(
         &self,
         request: &GenerateRequest,
-        sink: &mut dyn FnMut(u32, &str) -> SinkControl,
+        sink: &mut dyn runanywhere_plugin_api::sdk::Sink,
     ) -> Result<GenerationStats, EngineError> {
         let backend = self.backend.as_ref().ok_or_else(EngineError::vocab_only)?;
         Generator {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use abi_stable::std_types::RVec;
-use runanywhere_plugin_api::{ErrorKind, Prompt, SamplingParams, StopReason};
+use runanywhere_plugin_api::{ErrorKind, Prompt, SamplingParams, SinkControl, StopReason};
 use runanywhere_tests::{data_dir, tinystories_references};
 use serde_json::json;
 

@@ -62,7 +62,7 @@ use runanywhere_plugin_api::decode::{self, prompt_ids, GenerationTracker};
 use runanywhere_plugin_api::sdk::{Engine, Model};
 use runanywhere_plugin_api::{
     Capabilities, EngineError, EngineInfo, ErrorKind, GenerateRequest, GenerationStats,
-    InitRequest, KeyValue, LoadRequest, ModelInfo, SamplingParams, SinkControl,
+    InitRequest, KeyValue, LoadRequest, ModelInfo, SamplingParams, StopReason,
 };
 
 const ENGINE_ID: &str = "llama-cpp";
@@ -470,7 +470,7 @@ impl Model for LlamaCppModel {
     fn generate(
         &self,
         request: &GenerateRequest,
-        sink: &mut dyn FnMut(u32, &str) -> SinkControl,
+        sink: &mut dyn runanywhere_plugin_api::sdk::Sink,
     ) -> Result<GenerationStats, EngineError> {
         let context = self.context.as_ref().ok_or_else(EngineError::vocab_only)?;
         let prompt_ids = prompt_ids(request, self.n_vocab, |text, add, parse| {
@@ -508,6 +508,10 @@ impl Model for LlamaCppModel {
         let mut batch = LlamaBatch::new(n_batch, 1);
         let mut logits_index = 0i32;
         for (chunk_no, chunk) in prompt.chunks(n_batch).enumerate() {
+            // A cancel during a long prefill takes effect within one batch.
+            if decoding.cancelled() {
+                return Ok(decoding.finish(StopReason::Cancelled));
+            }
             batch.clear();
             let first = chunk_no * n_batch;
             for (i, &token) in chunk.iter().enumerate() {

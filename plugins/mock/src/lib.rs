@@ -15,7 +15,7 @@ use runanywhere_plugin_api::{
     generate::{self, Forward, Vocabulary},
     sdk::{Engine, Model},
     Capabilities, EngineError, EngineInfo, GenerateRequest, GenerationStats, InitRequest, KeyValue,
-    LoadRequest, ModelInfo, SinkControl,
+    LoadRequest, ModelInfo,
 };
 
 /// Special tokens.
@@ -202,7 +202,7 @@ impl Model for MockModel {
     fn generate(
         &self,
         request: &GenerateRequest,
-        sink: &mut dyn FnMut(u32, &str) -> SinkControl,
+        sink: &mut dyn runanywhere_plugin_api::sdk::Sink,
     ) -> Result<GenerationStats, EngineError> {
         if self.vocab_only {
             return Err(EngineError::vocab_only());
@@ -309,7 +309,7 @@ export_plugin!(MockEngine);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use runanywhere_plugin_api::{Prompt, StopReason};
+    use runanywhere_plugin_api::{Prompt, SinkControl, StopReason};
 
     fn model() -> MockModel {
         MockModel {

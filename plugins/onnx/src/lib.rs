@@ -42,7 +42,7 @@ use abi_stable::std_types::{RString, RVec};
 use runanywhere_plugin_api::sdk::{Engine, Model};
 use runanywhere_plugin_api::{
     Capabilities, EngineError, EngineInfo, GenerateRequest, GenerationStats, InitRequest, KeyValue,
-    LoadRequest, ModelInfo, SinkControl,
+    LoadRequest, ModelInfo,
 };
 
 pub use model::OnnxModel;
@@ -125,7 +125,7 @@ impl Model for OnnxModel {
     fn generate(
         &self,
         request: &GenerateRequest,
-        sink: &mut dyn FnMut(u32, &str) -> SinkControl,
+        sink: &mut dyn runanywhere_plugin_api::sdk::Sink,
     ) -> Result<GenerationStats, EngineError> {
         OnnxModel::generate(self, request, sink)
     }

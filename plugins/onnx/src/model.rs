@@ -29,7 +29,7 @@ use ort::value::{DynTensor, DynValue, Tensor};
 use runanywhere_plugin_api::decode;
 use runanywhere_plugin_api::generate::{self, Forward, Vocabulary};
 use runanywhere_plugin_api::{
-    EngineError, GenerateRequest, GenerationStats, KeyValue, LoadRequest, ModelInfo, SinkControl,
+    EngineError, GenerateRequest, GenerationStats, KeyValue, LoadRequest, ModelInfo,
 };
 use runanywhere_tokenizer::{SpecialTokens, Vocab};
 use serde_json::Value;
@@ -209,7 +209,7 @@ impl OnnxModel {
     pub(crate) fn generate(
         &self,
         request: &GenerateRequest,
-        sink: &mut dyn FnMut(u32, &str) -> SinkControl,
+        sink: &mut dyn runanywhere_plugin_api::sdk::Sink,
     ) -> std::result::Result<GenerationStats, EngineError> {
         let decoder = self.decoder.as_ref().ok_or_else(EngineError::vocab_only)?;
         let tokenize =

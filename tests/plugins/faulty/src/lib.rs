@@ -103,7 +103,7 @@ impl Model for FaultyModel {
     fn generate(
         &self,
         request: &GenerateRequest,
-        sink: &mut dyn FnMut(u32, &str) -> SinkControl,
+        sink: &mut dyn runanywhere_plugin_api::sdk::Sink,
     ) -> Result<GenerationStats, EngineError> {
         let mut sent = 0;
         let reason = loop {
@@ -123,7 +123,7 @@ impl Model for FaultyModel {
                 }
             }
             sent += 1;
-            if sink(1, "x") == SinkControl::Stop {
+            if sink.token(1, "x") == SinkControl::Stop {
                 break StopReason::Cancelled;
             }
         };

@@ -8,7 +8,6 @@ use runanywhere_plugin_api::{
     abi::{PluginMod, PluginModRef},
     sdk::{init_engine, Engine, Model},
     EngineError, EngineInfo, GenerateRequest, GenerationStats, InitRequest, LoadRequest, ModelInfo,
-    SinkControl,
 };
 
 /// The version this plugin claims.
@@ -63,7 +62,7 @@ impl Model for FutureModel {
     fn generate(
         &self,
         _: &GenerateRequest,
-        _: &mut dyn FnMut(u32, &str) -> SinkControl,
+        _: &mut dyn runanywhere_plugin_api::sdk::Sink,
     ) -> Result<GenerationStats, EngineError> {
         unreachable!()
     }
