@@ -42,6 +42,8 @@ pub enum ErrorKind {
     Timeout,
     /// The caller cancelled the request.
     Cancelled,
+    /// The engine or model does not do what was asked (embeddings, sessions, ...).
+    Unsupported,
     /// The id or name is already taken.
     Conflict,
     /// The Hub refused access (a gated or private repository).
@@ -69,6 +71,7 @@ impl ErrorKind {
             ErrorKind::EngineUnavailable => "engine_unavailable",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Unsupported => "unsupported",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::InsufficientStorage => "insufficient_storage",
@@ -87,6 +90,7 @@ impl ErrorKind {
             EngineErrorKind::InvalidRequest => ErrorKind::InvalidRequest,
             EngineErrorKind::Cancelled => ErrorKind::Cancelled,
             EngineErrorKind::OutOfMemory => ErrorKind::InsufficientMemory,
+            EngineErrorKind::Unsupported => ErrorKind::Unsupported,
             _ => ErrorKind::Internal,
         }
     }

@@ -3,7 +3,8 @@
 //! This is the only module of the host with `unsafe`. Order of checks, each reported
 //! with its own reason:
 //! 1. the library opens (dlopen);
-//! 2. it exports `RUNANYWHERE_PLUGIN_API_VERSION` and that equals ours — read as a plain
+//! 2. it exports `RUNANYWHERE_PLUGIN_API_VERSION` and this host supports it
+//!    (`MIN_SUPPORTED_API_VERSION..=PLUGIN_API_VERSION`) — read as a plain
 //!    static, before abi_stable is involved, so even a plugin with a different layout
 //!    gets a clear "built for API vN" message;
 //! 3. abi_stable's header and full type-layout check of the root module;
@@ -15,8 +16,9 @@
 use std::path::Path;
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RawLibrary};
+use runanywhere_plugin_api::abi::supports_api_version;
 use runanywhere_plugin_api::abi::API_VERSION_SYMBOL;
-use runanywhere_plugin_api::{PluginModRef, PLUGIN_API_VERSION};
+use runanywhere_plugin_api::PluginModRef;
 
 /// Why a library could not be turned into a plugin module.
 #[derive(Debug)]
@@ -54,7 +56,7 @@ pub(crate) fn open(path: &Path) -> Result<PluginModRef, LoadError> {
                 .into(),
         )
     })?;
-    if version != PLUGIN_API_VERSION {
+    if !supports_api_version(version) {
         return Err(LoadError::ApiVersion(version));
     }
     let header = lib_header_from_path(path).map_err(|e| match e {
@@ -73,7 +75,7 @@ pub(crate) fn open(path: &Path) -> Result<PluginModRef, LoadError> {
             other => first_lines(&other.to_string()),
         })
     })?;
-    if module.api_version() != PLUGIN_API_VERSION {
+    if module.api_version() != version {
         return Err(LoadError::ApiVersion(module.api_version()));
     }
     Ok(module)

@@ -22,9 +22,21 @@ use serde::Deserialize;
 
 use crate::libname::library_file_name;
 
+/// The keys a manifest may have. Others are ignored with a warning (a newer manifest
+/// format must not make an older host refuse the plugin), except a key this close to a
+/// known one, which is a typo and refused with the key it probably meant.
+const KNOWN_KEYS: [&str; 7] = [
+    "id",
+    "name",
+    "library",
+    "api_version",
+    "formats",
+    "priority",
+    "platforms",
+];
+
 /// A parsed plugin manifest.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Engine id (what `--engine` takes).
     pub id: String,
@@ -49,6 +61,9 @@ pub struct Manifest {
     /// Where the manifest was read from (set by [`Manifest::from_file`]).
     #[serde(skip)]
     pub path: PathBuf,
+    /// Keys this host does not know, which were ignored.
+    #[serde(skip)]
+    pub ignored_keys: Vec<String>,
 }
 
 /// Why a manifest could not be read.
@@ -70,6 +85,59 @@ pub enum ManifestError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// The top-level keys of `text` that are not manifest keys, with their line numbers.
+/// (Text that is not TOML is left to the full parse, which says where.)
+fn unknown_keys(text: &str) -> Result<Vec<(String, usize)>, ManifestError> {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Ok(Vec::new());
+    };
+    let mut unknown: Vec<(String, usize)> = table
+        .keys()
+        .filter(|k| k.as_str() != "options" && !KNOWN_KEYS.contains(&k.as_str()))
+        .map(|k| {
+            let line = text
+                .lines()
+                .position(|l| {
+                    l.trim_start()
+                        .strip_prefix(k.as_str())
+                        .is_some_and(|rest| rest.trim_start().starts_with('='))
+                        || l.trim() == format!("[{k}]")
+                })
+                .map_or(0, |i| i + 1);
+            (k.clone(), line)
+        })
+        .collect();
+    unknown.sort_by_key(|(_, line)| *line);
+    Ok(unknown)
+}
+
+/// The known key `key` is probably a typo of: the same apart from case or `-`/`_`, or
+/// within two edits of it.
+fn suggestion(key: &str) -> Option<&'static str> {
+    let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
+    KNOWN_KEYS
+        .iter()
+        .chain(std::iter::once(&"options"))
+        .copied()
+        .find(|known| norm(key) == norm(known) || edit_distance(key, known) <= 2)
+}
+
+/// Levenshtein distance between two short strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 impl Manifest {
@@ -101,6 +169,21 @@ impl Manifest {
             invalid(format!("{at}{}", e.message().trim()))
         })?;
         manifest.path = path.to_path_buf();
+        manifest.ignored_keys = unknown_keys(text)?
+            .into_iter()
+            .map(|(key, line)| match suggestion(&key) {
+                Some(known) => Err(invalid(format!(
+                    "line {line}: unknown key `{key}`; did you mean `{known}`?"
+                ))),
+                None => Ok(key),
+            })
+            .collect::<Result<_, _>>()?;
+        for key in &manifest.ignored_keys {
+            tracing::warn!(
+                manifest = %path.display(),
+                "unknown key `{key}` ignored (written for a newer runanywhere?)"
+            );
+        }
         let id_ok = !manifest.id.is_empty()
             && manifest
                 .id
@@ -181,11 +264,35 @@ mod tests {
     }
 
     #[test]
-    fn rejects_missing_fields_unknown_keys_and_bad_ids() {
+    fn unknown_keys_are_ignored_but_typos_of_known_ones_are_refused() {
+        let p = Path::new("x.toml");
+        let base = "id = \"a\"\nlibrary = \"l\"\napi_version = 1\nformats = [\"gguf\"]\n";
+        let m = Manifest::parse(&format!("{base}gpu_backends = [\"cuda\"]\n"), p).unwrap();
+        assert_eq!(m.ignored_keys, ["gpu_backends"]);
+        for (typo, meant) in [
+            ("priorty", "priority"),
+            ("Platforms", "platforms"),
+            ("api-version", "api_version"),
+        ] {
+            let text = format!("{base}{typo} = 1\n");
+            let err = Manifest::parse(&text, p).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "line 5: unknown key `{typo}`; did you mean `{meant}`?"
+                )),
+                "{err}"
+            );
+        }
+        assert_eq!(edit_distance("libary", "library"), 1);
+        assert_eq!(suggestion("bogus"), None);
+    }
+
+    #[test]
+    fn rejects_missing_fields_and_bad_ids() {
         let p = Path::new("x.toml");
         for text in [
             "id = \"a\"\napi_version = 1\nformats = [\"gguf\"]\n",
-            "id = \"a\"\nlibrary = \"l\"\napi_version = 1\nformats = [\"gguf\"]\nbogus = 1\n",
+            "id = \"a\"\nlibary = \"l\"\napi_version = 1\nformats = [\"gguf\"]\n",
             "id = \"A b\"\nlibrary = \"l\"\napi_version = 1\nformats = [\"gguf\"]\n",
             "id = \"a\"\nlibrary = \"l\"\napi_version = 1\nformats = []\n",
             "this is not toml",

@@ -9,7 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use abi_stable::std_types::RVec;
-use runanywhere_plugin_api::{InitRequest, KeyValue, PLUGIN_API_VERSION};
+use runanywhere_plugin_api::abi::supports_api_version;
+use runanywhere_plugin_api::{
+    InitRequest, KeyValue, MIN_SUPPORTED_API_VERSION, PLUGIN_API_VERSION,
+};
 use serde::Serialize;
 
 use crate::engine::Engine;
@@ -312,6 +315,15 @@ impl Registry {
     }
 }
 
+/// The plugin-API versions this host loads, for messages: `v1`, or `v1 to v3`.
+fn spoken() -> String {
+    if MIN_SUPPORTED_API_VERSION == PLUGIN_API_VERSION {
+        format!("v{PLUGIN_API_VERSION}")
+    } else {
+        format!("v{MIN_SUPPORTED_API_VERSION} to v{PLUGIN_API_VERSION}")
+    }
+}
+
 fn load_engine(manifest: &Manifest) -> Result<Engine, (UnavailableKind, String)> {
     use UnavailableKind as K;
     if !manifest.supports_this_platform() {
@@ -324,13 +336,14 @@ fn load_engine(manifest: &Manifest) -> Result<Engine, (UnavailableKind, String)>
             ),
         ));
     }
-    if manifest.api_version != PLUGIN_API_VERSION {
+    if !supports_api_version(manifest.api_version) {
         return Err((
             K::ApiVersionMismatch,
             format!(
-                "the manifest declares plugin API v{}, this host speaks v{PLUGIN_API_VERSION}; \
-                 rebuild the plugin against this runanywhere-plugin-api",
-                manifest.api_version
+                "the manifest declares plugin API v{}, this host speaks {}; rebuild the \
+                 plugin against this runanywhere-plugin-api",
+                manifest.api_version,
+                spoken()
             ),
         ));
     }
@@ -352,8 +365,9 @@ fn load_engine(manifest: &Manifest) -> Result<Engine, (UnavailableKind, String)>
         LoadError::ApiVersion(v) => (
             K::ApiVersionMismatch,
             format!(
-                "the library was built for plugin API v{v}, this host speaks \
-                 v{PLUGIN_API_VERSION}; rebuild the plugin against this runanywhere-plugin-api"
+                "the library was built for plugin API v{v}, this host speaks {}; rebuild the \
+                 plugin against this runanywhere-plugin-api",
+                spoken()
             ),
         ),
         LoadError::Abi(msg) => (

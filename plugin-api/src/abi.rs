@@ -18,6 +18,17 @@ use crate::error::EngineError;
 /// The plugin-API version this crate implements. See [`crate::version`] for its history.
 pub const PLUGIN_API_VERSION: u32 = 1;
 
+/// The oldest plugin-API version a host built with this crate loads. A host accepts
+/// `MIN_SUPPORTED_API_VERSION..=PLUGIN_API_VERSION`, so a new version does not orphan
+/// the plugins of the older ones it still supports; it tells each plugin its own version
+/// in [`InitRequest::host_api_version`].
+pub const MIN_SUPPORTED_API_VERSION: u32 = 1;
+
+/// Whether a host built with this crate loads a plugin built for `version`.
+pub fn supports_api_version(version: u32) -> bool {
+    (MIN_SUPPORTED_API_VERSION..=PLUGIN_API_VERSION).contains(&version)
+}
+
 /// Name of the `u32` static every plugin exports with its plugin-API version, so the
 /// host can refuse a plugin of another version before any layout check or call.
 pub const API_VERSION_SYMBOL: &[u8] = b"RUNANYWHERE_PLUGIN_API_VERSION\0";

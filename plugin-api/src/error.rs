@@ -23,6 +23,10 @@ pub enum ErrorKind {
     Cancelled,
     /// A bug or unexpected failure inside the engine, including a caught panic.
     Internal,
+    /// The engine (or this model) does not do what was asked (embeddings, sessions, ...):
+    /// not a bug, and not the request's fault. Added after plugin ABI 1.0 (code 8); a
+    /// 1.0 host sees it as `Unknown(8)`.
+    Unsupported,
     /// A code this build does not know (from a newer plugin).
     Unknown(u32),
 }
@@ -38,6 +42,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => 5,
             ErrorKind::Cancelled => 6,
             ErrorKind::Internal => 7,
+            ErrorKind::Unsupported => 8,
             ErrorKind::Unknown(code) => code,
         }
     }
@@ -52,6 +57,7 @@ impl ErrorKind {
             5 => ErrorKind::InvalidRequest,
             6 => ErrorKind::Cancelled,
             7 => ErrorKind::Internal,
+            8 => ErrorKind::Unsupported,
             other => ErrorKind::Unknown(other),
         }
     }
@@ -66,6 +72,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Internal => "internal",
+            ErrorKind::Unsupported => "unsupported",
             ErrorKind::Unknown(_) => "unknown",
         }
     }
@@ -112,6 +119,11 @@ impl EngineError {
     /// Shorthand for [`ErrorKind::InvalidModel`].
     pub fn invalid_model(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidModel, message)
+    }
+
+    /// Shorthand for [`ErrorKind::Unsupported`].
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
     }
 
     /// Shorthand for [`ErrorKind::UnsupportedFormat`].
@@ -175,6 +187,7 @@ mod tests {
             ErrorKind::InvalidRequest,
             ErrorKind::Cancelled,
             ErrorKind::Internal,
+            ErrorKind::Unsupported,
         ] {
             assert_eq!(ErrorKind::from_code(kind.code()), kind);
         }

@@ -44,7 +44,7 @@ pub mod version;
 pub use abi::{
     Capabilities, EngineBox, EngineInfo, GenerateRequest, GenerationStats, InitRequest, KeyValue,
     LoadRequest, ModelBox, ModelInfo, PluginMod, PluginModRef, Prompt, SamplingParams, SinkControl,
-    StopReason, PLUGIN_API_VERSION,
+    StopReason, MIN_SUPPORTED_API_VERSION, PLUGIN_API_VERSION,
 };
 pub use error::{EngineError, ErrorKind};
 
