@@ -16,9 +16,45 @@
 use std::path::Path;
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RawLibrary};
+use abi_stable::std_types::RStr;
 use runanywhere_plugin_api::abi::supports_api_version;
 use runanywhere_plugin_api::abi::API_VERSION_SYMBOL;
 use runanywhere_plugin_api::PluginModRef;
+
+/// Gives the plugin the host's logger, if it exports the function for it (plugins built
+/// before it do not, and stay silent).
+fn hand_over_logger(raw: &RawLibrary, path: &Path) {
+    use runanywhere_plugin_api::log::{level_code, SetLoggerFn, SET_LOGGER_SYMBOL};
+    let max = match tracing::level_filters::LevelFilter::current().into_level() {
+        Some(level) => level_code(level),
+        None => return,
+    };
+    // SAFETY: `export_plugin!` defines this symbol as an `extern "C" fn` of exactly the
+    // `SetLoggerFn` type (the plugin-API version was checked above), and `raw` keeps the
+    // library mapped while it is called; it installs a subscriber and returns.
+    unsafe {
+        if let Ok(set_logger) = raw.get::<SetLoggerFn>(SET_LOGGER_SYMBOL) {
+            (*set_logger)(host_log, max);
+        } else {
+            tracing::debug!(library = %path.display(), "the plugin takes no logger");
+        }
+    }
+}
+
+/// Where plugin events land: the host's log, under the `plugin` target.
+extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
+    let _ = std::panic::catch_unwind(|| {
+        let (source, message) = (target.as_str(), message.as_str());
+        match runanywhere_plugin_api::log::level_of(level) {
+            Some(tracing::Level::ERROR) => tracing::error!(target: "plugin", source, "{message}"),
+            Some(tracing::Level::WARN) => tracing::warn!(target: "plugin", source, "{message}"),
+            Some(tracing::Level::INFO) => tracing::info!(target: "plugin", source, "{message}"),
+            Some(tracing::Level::DEBUG) => tracing::debug!(target: "plugin", source, "{message}"),
+            Some(_) => tracing::trace!(target: "plugin", source, "{message}"),
+            None => {}
+        }
+    });
+}
 
 /// Why a library could not be turned into a plugin module.
 #[derive(Debug)]
@@ -47,6 +83,9 @@ pub(crate) fn open(path: &Path) -> Result<PluginModRef, LoadError> {
             Err(_) => None,
         }
     };
+    if version.is_some_and(supports_api_version) {
+        hand_over_logger(&raw, path);
+    }
     // Keep the library mapped for the process lifetime (see module docs).
     std::mem::forget(raw);
     let version = version.ok_or_else(|| {

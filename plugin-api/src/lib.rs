@@ -37,6 +37,7 @@ pub mod decode;
 pub mod emit;
 pub mod error;
 pub mod generate;
+pub mod log;
 pub mod sampling;
 pub mod sdk;
 pub mod version;

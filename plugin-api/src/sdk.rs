@@ -255,6 +255,16 @@ macro_rules! export_plugin {
             #[no_mangle]
             pub static RUNANYWHERE_PLUGIN_API_VERSION: u32 = $crate::abi::PLUGIN_API_VERSION;
 
+            /// Receives the host's logger before anything else is called (optional for
+            /// the host: see `runanywhere_plugin_api::log`).
+            #[no_mangle]
+            pub extern "C" fn runanywhere_plugin_set_logger_v1(
+                log: $crate::log::HostLogFn,
+                max_level: u8,
+            ) {
+                $crate::log::install(log, max_level);
+            }
+
             /// The plugin's root module, found by the host through abi_stable.
             #[$crate::__private::abi_stable::export_root_module]
             pub fn runanywhere_root_module() -> $crate::abi::PluginModRef {

@@ -481,3 +481,48 @@ fn a_failed_or_panicking_load_leaves_the_key_loadable_and_keep_alive_does_not_st
         "{left:?}"
     );
 }
+
+#[test]
+fn plugin_log_lines_reach_the_hosts_log() {
+    let (plugins, _registry) = registry_with(&["llama-cpp"]);
+    let gguf = data_dir().join("tinystories/stories260K.gguf");
+    let tok = data_dir().join("tinystories/tok512.bin");
+    let run = |level: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--model",
+            gguf.to_str().unwrap(),
+            "-n",
+            "3",
+            "-t",
+            "1",
+            "--temperature",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        args.push("Once");
+        let out = cli_command(Some(plugins.path()), &args, &[("RUNANYWHERE_LOG", level)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    // The plugin's own warning, at the default level.
+    let err = run("warn", &["--tokenizer", tok.to_str().unwrap()]);
+    assert!(
+        err.contains("WARN") && err.contains("the separate tokenizer is ignored"),
+        "{err}"
+    );
+    // llama.cpp's own lines, one level lower than llama.cpp gives them: its warnings
+    // from info (-v) on, not at the default level.
+    let quiet = run("warn", &[]);
+    assert!(
+        !quiet.contains("possible training context overflow"),
+        "{quiet}"
+    );
+    let err = run("info", &[]);
+    assert!(
+        err.contains("plugin") && err.contains("possible training context overflow"),
+        "{err}"
+    );
+}

@@ -97,10 +97,12 @@ fn backend() -> Result<&'static LlamaBackend, EngineError> {
 }
 
 /// Sends llama.cpp's and ggml's logs to `tracing` instead of stderr, unless
-/// [`LOG_ENV`] is set. (The plugin's `tracing` has no subscriber of its own, so in
-/// practice this silences them.)
+/// [`LOG_ENV`] is set; the kit forwards them to the host's log (one level lower than
+/// llama.cpp gives them, so they appear from `-v`).
 fn route_logs() {
     if std::env::var_os(LOG_ENV).is_none() {
+        // llama.cpp's own lines (its warnings are mostly about internals) show from -v.
+        runanywhere_plugin_api::log::demote_target("llama-cpp-2");
         llama_cpp_2::send_logs_to_tracing(LogOptions::default().with_logs_enabled(true));
     }
 }
