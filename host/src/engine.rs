@@ -174,16 +174,25 @@ impl Model {
     }
 
     /// [`Model::generate`] that also stops (with [`StopReason::Cancelled`]) as soon as
-    /// `cancel` is set, between two tokens (plugin ABI 1 has no channel for a stop
-    /// during prefill; see `runanywhere_plugin_api::version`).
+    /// `cancel` is set: between two tokens, and (in plugins that poll the host's cancel
+    /// probe, as the kit's loops do) between two prefill chunks.
     ///
     /// [`StopReason::Cancelled`]: runanywhere_plugin_api::StopReason::Cancelled
     pub fn generate_cancellable(
         &self,
-        request: GenerateRequest,
+        mut request: GenerateRequest,
         cancel: &CancelToken,
         mut on_token: impl FnMut(u32, &str) -> SinkControl,
     ) -> Result<GenerationStats, Error> {
+        // The plugin can ask about this id between prefill chunks (runanywhere_plugin_api
+        // ::cancel); the registration ends with the call.
+        let registered = InFlight::register(cancel);
+        request
+            .extensions
+            .push(runanywhere_plugin_api::KeyValue::new(
+                runanywhere_plugin_api::cancel::CANCEL_EXTENSION_KEY,
+                registered.id.to_string(),
+            ));
         self.generate(request, |id, piece| match on_token(id, piece) {
             SinkControl::Continue if cancel.is_cancelled() => SinkControl::Stop,
             control => control,
@@ -196,6 +205,50 @@ impl Model {
             error: source,
         }
     }
+}
+
+/// Cancellable generations in flight, by the id their requests carry.
+static IN_FLIGHT: std::sync::Mutex<Vec<(u64, CancelToken)>> = std::sync::Mutex::new(Vec::new());
+
+/// One registration in [`IN_FLIGHT`], removed when dropped.
+struct InFlight {
+    id: u64,
+}
+
+impl InFlight {
+    fn register(cancel: &CancelToken) -> InFlight {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        IN_FLIGHT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((id, cancel.clone()));
+        InFlight { id }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// The probe plugins call (through `runanywhere_plugin_api::cancel`): whether the
+/// generation with `id` was cancelled. Never unwinds.
+pub(crate) extern "C" fn cancel_probe(id: u64) -> bool {
+    std::panic::catch_unwind(|| {
+        IN_FLIGHT
+            .lock()
+            .map(|list| {
+                list.iter()
+                    .any(|(i, token)| *i == id && token.is_cancelled())
+            })
+            .unwrap_or(false)
+    })
+    .unwrap_or(false)
 }
 
 struct HostSink<F> {

@@ -41,6 +41,19 @@ fn hand_over_logger(raw: &RawLibrary, path: &Path) {
     }
 }
 
+/// Gives the plugin the host's cancel probe, if it exports the function for it.
+fn hand_over_cancel_probe(raw: &RawLibrary) {
+    use runanywhere_plugin_api::cancel::{SetCancelProbeFn, SET_CANCEL_PROBE_SYMBOL};
+    // SAFETY: `export_plugin!` defines this symbol as an `extern "C" fn` of exactly the
+    // `SetCancelProbeFn` type, and `raw` keeps the library mapped while it is called;
+    // it stores the pointer and returns.
+    unsafe {
+        if let Ok(set_probe) = raw.get::<SetCancelProbeFn>(SET_CANCEL_PROBE_SYMBOL) {
+            (*set_probe)(crate::engine::cancel_probe);
+        }
+    }
+}
+
 /// Where plugin events land: the host's log, under the `plugin` target.
 extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
     let _ = std::panic::catch_unwind(|| {
@@ -85,6 +98,7 @@ pub(crate) fn open(path: &Path) -> Result<PluginModRef, LoadError> {
     };
     if version.is_some_and(supports_api_version) {
         hand_over_logger(&raw, path);
+        hand_over_cancel_probe(&raw);
     }
     // Keep the library mapped for the process lifetime (see module docs).
     std::mem::forget(raw);

@@ -33,6 +33,7 @@
 //! limits, timing) rather than writing their own.
 
 pub mod abi;
+pub mod cancel;
 pub mod decode;
 pub mod emit;
 pub mod error;

@@ -84,14 +84,20 @@ impl<F: FnMut(u32, &str) -> SinkControl> Sink for F {
     }
 }
 
-/// The host's sink seen as a [`Sink`]. Plugin ABI 1 has no way for the host to say
-/// "stop" except a token's answer, so [`Sink::cancelled`] stays `false` here; the loops
-/// already poll it between prefill chunks for when a compatible channel exists.
-struct HostSink<'a, 'b>(&'a mut SinkRef<'b>);
+/// The host's sink seen as a [`Sink`]; cancellation between tokens comes through the
+/// host's probe for the request's cancel id (see [`crate::cancel`]).
+struct HostSink<'a, 'b> {
+    sink: &'a mut SinkRef<'b>,
+    cancel_id: Option<u64>,
+}
 
 impl Sink for HostSink<'_, '_> {
     fn token(&mut self, id: u32, piece: &str) -> SinkControl {
-        self.0.on_token(id, RStr::from(piece))
+        self.sink.on_token(id, RStr::from(piece))
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel_id.is_some_and(crate::cancel::is_cancelled)
     }
 }
 
@@ -216,7 +222,10 @@ impl<M: Model> ModelApi for ModelAdapter<M> {
         request: GenerateRequest,
         mut sink: SinkRef<'_>,
     ) -> RResult<GenerationStats, EngineError> {
-        let mut host = HostSink(&mut sink);
+        let mut host = HostSink {
+            cancel_id: crate::cancel::request_id(&request),
+            sink: &mut sink,
+        };
         to_abi(
             guard("generate", || self.0.generate(&request, &mut host)),
             |s| s,
@@ -263,6 +272,15 @@ macro_rules! export_plugin {
                 max_level: u8,
             ) {
                 $crate::log::install(log, max_level);
+            }
+
+            /// Receives the host's cancel probe (optional for the host: see
+            /// `runanywhere_plugin_api::cancel`).
+            #[no_mangle]
+            pub extern "C" fn runanywhere_plugin_set_cancel_probe_v1(
+                probe: $crate::cancel::CancelProbe,
+            ) {
+                $crate::cancel::install(probe);
             }
 
             /// The plugin's root module, found by the host through abi_stable.

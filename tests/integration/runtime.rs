@@ -526,3 +526,65 @@ fn plugin_log_lines_reach_the_hosts_log() {
         "{err}"
     );
 }
+
+#[test]
+fn a_cancel_during_a_long_prefill_stops_within_a_chunk() {
+    let (_dir, registry) = registry_with(&["llama-cpp", "candle"]);
+    for engine in ["llama-cpp", "candle"] {
+        let model = registry
+            .engine(engine)
+            .unwrap()
+            .load_model(LoadRequest {
+                model_path: data_dir()
+                    .join("tinystories/stories260K.gguf")
+                    .to_string_lossy()
+                    .into_owned()
+                    .into(),
+                context_length: 2100,
+                threads: 1,
+                batch_size: 16,
+                ..Default::default()
+            })
+            .unwrap();
+        let request = || {
+            let mut r = GenerateOptions {
+                max_tokens: 1,
+                ..GenerateOptions::greedy()
+            }
+            .request(Prompt::Ids(vec![403; 2000].into()), 0);
+            r.add_special = false;
+            r
+        };
+        // The whole prefill, uncancelled.
+        let start = Instant::now();
+        let stats = model
+            .generate(request(), |_, _| SinkControl::Continue)
+            .unwrap();
+        let full = start.elapsed();
+        assert_eq!(stats.generated_tokens, 1, "{engine}");
+
+        // Cancelled a fifth of the way in: it stops long before the end, with nothing
+        // generated.
+        let cancel = CancelToken::new();
+        let canceller = {
+            let cancel = cancel.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(full / 5);
+                cancel.cancel();
+            })
+        };
+        let start = Instant::now();
+        let stats = model
+            .generate_cancellable(request(), &cancel, |_, _| SinkControl::Continue)
+            .unwrap();
+        let took = start.elapsed();
+        canceller.join().unwrap();
+        eprintln!("{engine}: 2000-token prefill {full:?}, cancelled at 1/5: {took:?}");
+        assert_eq!(stats.stop_reason(), StopReason::Cancelled, "{engine}");
+        assert_eq!(stats.generated_tokens, 0, "{engine}");
+        assert!(
+            took < full * 3 / 4,
+            "{engine}: the cancelled prefill took {took:?} of the full {full:?}"
+        );
+    }
+}
