@@ -29,6 +29,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// List engine plugins: available ones and the ledger of those that failed to load.
     Engines(EnginesArgs),
+    /// Install, list or remove engine plugins in the user's plugin directory
+    /// (~/.local/share/runanywhere/plugins).
+    Plugin(PluginArgs),
     /// Generate text from a prompt, streaming it to stdout; metrics go to stderr.
     Run(RunArgs),
     /// Show how a model's tokenizer splits text into token ids.
@@ -56,6 +59,30 @@ pub(crate) enum Command {
     /// Convert a llama-family GGUF file or llama2.c checkpoint into an ONNX decoder
     /// folder (Optimum layout, with KV cache) or a Hugging Face safetensors folder.
     Convert(ConvertArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PluginArgs {
+    #[command(subcommand)]
+    pub(crate) action: PluginAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PluginAction {
+    /// Check a plugin (manifest, library, API version, ABI layout, init) and copy it into
+    /// the user's plugin directory; a plugin that would not load is refused with why.
+    Install {
+        /// The plugin's manifest (.toml), or a folder holding exactly one.
+        #[arg(value_name = "DIR|FILE.toml")]
+        path: PathBuf,
+    },
+    /// List the plugins found (as `runanywhere engines`), with where each came from.
+    List(EnginesArgs),
+    /// Remove an installed plugin (its manifest and copied library).
+    Remove {
+        /// The plugin's engine id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]

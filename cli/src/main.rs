@@ -12,6 +12,7 @@ mod convert;
 mod engines;
 mod import;
 mod models;
+mod plugin;
 mod pull;
 mod run;
 mod stream;
@@ -53,6 +54,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     // never ask for `runtime.engines()`, so no plugin library is opened for them.
     match cli.command {
         Command::Engines(args) => engines::run(&runtime, &args),
+        Command::Plugin(args) => plugin::run(&runtime, &args),
         Command::Run(args) => run::run(&runtime, &args),
         Command::Tokenize(args) => tokenize::run(&runtime, &args),
         Command::Bench(args) => bench::run(&runtime, &args),

@@ -29,6 +29,7 @@ pub mod manifest;
 pub mod memory;
 pub mod metrics;
 pub mod options;
+pub mod plugins;
 pub mod registry;
 pub mod runtime;
 pub mod session;

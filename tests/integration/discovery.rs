@@ -174,3 +174,86 @@ fn the_built_layout_finds_the_workspace_plugins_without_flags() {
         .expect("mock found next to the binary");
     assert_eq!(mock["status"], "ok");
 }
+
+#[test]
+fn plugin_install_checks_copies_lists_and_removes() {
+    let data = tempfile::tempdir().unwrap();
+    let env = [("XDG_DATA_HOME", data.path().to_str().unwrap())];
+    let cli = |args: &[&str]| {
+        runanywhere_tests::cli_command(None, args, &env)
+            .output()
+            .unwrap()
+    };
+    let installed_dir = data.path().join("runanywhere").join("plugins");
+
+    // A plugin built elsewhere: the mock library under another id.
+    let source = tempfile::tempdir().unwrap();
+    let lib = runanywhere_tests::plugin_library("runanywhere_mock");
+    std::fs::write(
+        source.path().join("mock-copy.toml"),
+        format!(
+            "id = \"mock-copy\"\nlibrary = {:?}\napi_version = 1\nformats = [\"mock\"]\n",
+            lib.to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let out = cli(&["plugin", "install", source.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", runanywhere_tests::stderr(&out));
+    assert!(installed_dir.join("mock-copy.toml").is_file());
+    assert!(installed_dir.join(lib.file_name().unwrap()).is_file());
+
+    let rows = json_output(&cli(&["plugin", "list", "--json"]));
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "mock-copy")
+        .expect("installed plugin listed")
+        .clone();
+    assert_eq!(row["status"], "ok");
+    assert!(row["manifest"]
+        .as_str()
+        .unwrap()
+        .starts_with(installed_dir.to_str().unwrap()));
+    let out = cli(&[
+        "run",
+        "--engine",
+        "mock-copy",
+        "--model",
+        "mock",
+        "-n",
+        "3",
+        "hi",
+    ]);
+    assert!(out.status.success(), "{}", runanywhere_tests::stderr(&out));
+
+    // Twice: refused.
+    let out = cli(&["plugin", "install", source.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(runanywhere_tests::stderr(&out).contains("already installed"));
+
+    // A plugin that would not load is refused with the reason, and nothing is copied.
+    let broken = plugin_dir(&["future-api"]);
+    let out = cli(&["plugin", "install", broken.path().to_str().unwrap()]);
+    let err = runanywhere_tests::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("would not load") && err.contains("v9999"),
+        "{err}"
+    );
+    assert!(!installed_dir.join("future-api.toml").exists());
+
+    // Removed: gone from the directory and from the list.
+    let out = cli(&["plugin", "remove", "mock-copy"]);
+    assert!(out.status.success(), "{}", runanywhere_tests::stderr(&out));
+    assert!(!installed_dir.join("mock-copy.toml").exists());
+    assert!(!installed_dir.join(lib.file_name().unwrap()).exists());
+    let rows = json_output(&cli(&["plugin", "list", "--json"]));
+    assert!(!rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["id"] == "mock-copy"));
+    let out = cli(&["plugin", "remove", "mock-copy"]);
+    assert!(runanywhere_tests::stderr(&out).contains("no plugin `mock-copy` is installed"));
+}
