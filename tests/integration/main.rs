@@ -8,6 +8,7 @@ mod compat;
 mod conformance;
 mod contract;
 mod discovery;
+mod example_engine;
 mod faults;
 mod hardening;
 mod llama;
