@@ -179,17 +179,24 @@ impl<E: Engine> EngineApi for EngineAdapter<E> {
     }
 
     fn load_model(&self, request: LoadRequest) -> RResult<ModelBox, EngineError> {
-        to_abi(guard("load_model", || self.0.load_model(&request)), |m| {
-            ModelApi_TO::from_value(ModelAdapter(m), TD_Opaque)
-        })
+        // The model's facts are taken once, here: a panicking `info` fails the load with
+        // the panic's message instead of turning into an empty default later.
+        let loaded = guard("load_model", || self.0.load_model(&request)).and_then(|model| {
+            let info = guard("model info", || Ok(model.info()))?;
+            Ok(ModelAdapter { model, info })
+        });
+        to_abi(loaded, |m| ModelApi_TO::from_value(m, TD_Opaque))
     }
 }
 
-struct ModelAdapter<M: Model>(M);
+struct ModelAdapter<M: Model> {
+    model: M,
+    info: ModelInfo,
+}
 
 impl<M: Model> ModelApi for ModelAdapter<M> {
     fn info(&self) -> ModelInfo {
-        guard("model info", || Ok(self.0.info())).unwrap_or_default()
+        self.info.clone()
     }
 
     fn tokenize(
@@ -200,7 +207,8 @@ impl<M: Model> ModelApi for ModelAdapter<M> {
     ) -> RResult<RVec<u32>, EngineError> {
         to_abi(
             guard("tokenize", || {
-                self.0.tokenize(text.as_str(), add_special, parse_special)
+                self.model
+                    .tokenize(text.as_str(), add_special, parse_special)
             }),
             RVec::from,
         )
@@ -208,13 +216,16 @@ impl<M: Model> ModelApi for ModelAdapter<M> {
 
     fn detokenize(&self, ids: RSlice<'_, u32>) -> RResult<RString, EngineError> {
         to_abi(
-            guard("detokenize", || self.0.detokenize(ids.as_slice())),
+            guard("detokenize", || self.model.detokenize(ids.as_slice())),
             RString::from,
         )
     }
 
     fn token_piece(&self, id: u32) -> RResult<RVec<u8>, EngineError> {
-        to_abi(guard("token_piece", || self.0.token_piece(id)), RVec::from)
+        to_abi(
+            guard("token_piece", || self.model.token_piece(id)),
+            RVec::from,
+        )
     }
 
     fn generate(
@@ -227,7 +238,7 @@ impl<M: Model> ModelApi for ModelAdapter<M> {
             sink: &mut sink,
         };
         to_abi(
-            guard("generate", || self.0.generate(&request, &mut host)),
+            guard("generate", || self.model.generate(&request, &mut host)),
             |s| s,
         )
     }

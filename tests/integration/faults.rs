@@ -29,8 +29,18 @@ fn panics_and_errors_in_each_call_become_errors_and_the_host_goes_on() {
         "faulty-generate-panic",
         "faulty-generate-error",
         "faulty-tokenize-panic",
+        "faulty-info-panic",
     ]);
     let registry = Registry::discover(&[dir.path().to_path_buf()]);
+
+    // A panicking model `info` fails the load with the panic, not a silent default.
+    let err = load(&registry, "faulty-info-panic").unwrap_err();
+    let (kind, message) = engine_error(&err);
+    assert_eq!(kind, ErrorKind::Internal);
+    assert!(
+        message.starts_with("plugin panicked in model info: faulty plugin: deliberate panic"),
+        "{message}"
+    );
 
     let err = load(&registry, "faulty-load-panic").unwrap_err();
     let (kind, message) = engine_error(&err);

@@ -11,6 +11,7 @@
 //! | `generate-panic` | emits two tokens, then panics in `generate`            |
 //! | `generate-error` | emits two tokens, then returns `OutOfMemory`           |
 //! | `tokenize-panic` | panics in `tokenize`                                   |
+//! | `info-panic`     | panics in the model's `info`                           |
 //! | `none`           | behaves: emits `max_tokens` tokens "x"                 |
 
 use runanywhere_plugin_api::{
@@ -77,6 +78,9 @@ pub struct FaultyModel {
 
 impl Model for FaultyModel {
     fn info(&self) -> ModelInfo {
+        if self.fault == "info-panic" {
+            panic!("faulty plugin: deliberate panic in model info");
+        }
         ModelInfo {
             architecture: "faulty".into(),
             context_length: 64,
