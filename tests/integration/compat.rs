@@ -3,42 +3,23 @@
 //! in today's host and runs.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use runanywhere::registry::Registry;
 use runanywhere::{
     EngineErrorKind, GenerateRequest, LoadRequest, Prompt, SamplingParams, SinkControl, StopReason,
 };
-use runanywhere_tests::{plugin_dir, workspace_dir};
+use runanywhere_tests::plugin_dir;
 
 /// Builds `tests/compat` once per test process and returns the 1.0 mock's library.
 fn abi_1_0_mock() -> &'static PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let workspace = workspace_dir();
-        let target = workspace.join("target").join("compat");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .args(["build", "--release", "--locked", "--manifest-path"])
-            .arg(workspace.join("tests/compat/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .output()
-            .expect("run cargo");
-        assert!(
-            out.status.success(),
-            "building tests/compat failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lib = target
-            .join("release")
-            .join(runanywhere::libname::library_file_name(
-                "runanywhere_mock_abi_1_0",
-                std::env::consts::OS,
-            ));
-        assert!(lib.is_file(), "{} missing", lib.display());
-        lib
+        runanywhere_tests::build_out_of_tree(
+            "tests/compat/Cargo.toml",
+            "compat",
+            "runanywhere_mock_abi_1_0",
+        )
     })
 }
 

@@ -5,7 +5,6 @@
 //! directory.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use runanywhere_tests::{
@@ -17,29 +16,11 @@ use runanywhere_tests::{
 fn example_library() -> &'static PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let workspace = workspace_dir();
-        let target = workspace.join("target").join("examples");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .args(["build", "--release", "--locked", "--manifest-path"])
-            .arg(workspace.join("examples/llama2c-engine/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .output()
-            .expect("run cargo");
-        assert!(
-            out.status.success(),
-            "building examples/llama2c-engine failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lib = target
-            .join("release")
-            .join(runanywhere::libname::library_file_name(
-                "llama2c_engine",
-                std::env::consts::OS,
-            ));
-        assert!(lib.is_file(), "{} missing", lib.display());
-        lib
+        runanywhere_tests::build_out_of_tree(
+            "examples/llama2c-engine/Cargo.toml",
+            "examples",
+            "llama2c_engine",
+        )
     })
 }
 

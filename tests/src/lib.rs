@@ -370,3 +370,30 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Builds the Cargo project at `manifest` (relative to the workspace; not a workspace
+/// member: its own lockfile, `--locked`) into `target/<target>` and returns the library
+/// `lib_base` it produced, panicking with cargo's output if the build fails. For
+/// fixtures built the way a third party builds a plugin.
+pub fn build_out_of_tree(manifest: &str, target: &str, lib_base: &str) -> PathBuf {
+    let workspace = workspace_dir();
+    let target = workspace.join("target").join(target);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--release", "--locked", "--manifest-path"])
+        .arg(workspace.join(manifest))
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "building {manifest} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lib = target
+        .join("release")
+        .join(library_file_name(lib_base, std::env::consts::OS));
+    assert!(lib.is_file(), "{} missing", lib.display());
+    lib
+}
