@@ -14,8 +14,8 @@ use abi_stable::{
 };
 use runanywhere_plugin_api::abi::{TokenSink, TokenSink_TO};
 use runanywhere_plugin_api::{
-    EngineBox, EngineError, EngineInfo, GenerateRequest, GenerationStats, LoadRequest, ModelBox,
-    ModelInfo, SinkControl,
+    Capabilities, EngineBox, EngineError, EngineInfo, GenerateRequest, GenerationStats,
+    LoadRequest, ModelBox, ModelInfo, SinkControl,
 };
 
 use crate::cancel::CancelToken;
@@ -120,6 +120,17 @@ impl Model {
     /// Facts about the model (read once at load).
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// What this model can do: what the plugin reports with the model, or (for plugins
+    /// built before models reported it) what its facts show.
+    pub fn capabilities(&self) -> Capabilities {
+        use runanywhere_plugin_api::abi::{lookup, MODEL_CAPABILITIES_KEY};
+        match lookup(self.info.extensions.as_slice(), MODEL_CAPABILITIES_KEY) {
+            Some(names) => Capabilities::from_names(names),
+            None if self.info.chat_template.is_some() => Capabilities::CHAT_TEMPLATE,
+            None => Capabilities::default(),
+        }
     }
 
     /// Text → token ids.

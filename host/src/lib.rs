@@ -41,8 +41,8 @@ pub use error::{EngineChoice, EngineList, Error, ErrorKind};
 pub use manager::{KeepAlive, LoadedModel, ManagerConfig, ModelKey, ModelManager, Turn};
 pub use options::{GenerateOptions, LoadOptions};
 pub use runanywhere_plugin_api::{
-    EngineError, ErrorKind as EngineErrorKind, GenerateRequest, GenerationStats, LoadRequest,
-    ModelInfo, Prompt, SamplingParams, SinkControl, StopReason,
+    Capabilities, EngineError, ErrorKind as EngineErrorKind, GenerateRequest, GenerationStats,
+    LoadRequest, ModelInfo, Prompt, SamplingParams, SinkControl, StopReason,
 };
 pub use runtime::{ResolvedModel, Runtime, RuntimeConfig};
 pub use session::{ChatSession, PreparedTurn};

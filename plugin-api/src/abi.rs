@@ -93,15 +93,33 @@ impl Capabilities {
     pub const GPU_OFFLOAD: Capabilities = Capabilities(1 << 3);
     /// Computes embeddings.
     pub const EMBEDDINGS: Capabilities = Capabilities(1 << 4);
+    /// Keeps a conversation's KV cache between generations.
+    pub const SESSIONS: Capabilities = Capabilities(1 << 5);
+    /// Decodes several sequences in one batch.
+    pub const PARALLEL_SEQUENCES: Capabilities = Capabilities(1 << 6);
+    /// Reports token log-probabilities.
+    pub const LOGPROBS: Capabilities = Capabilities(1 << 7);
 
     /// Every known capability with its display name.
-    pub const NAMED: [(Capabilities, &'static str); 5] = [
+    pub const NAMED: [(Capabilities, &'static str); 8] = [
         (Self::STREAMING, "streaming"),
         (Self::TOKENIZE, "tokenize"),
         (Self::CHAT_TEMPLATE, "chat_template"),
         (Self::GPU_OFFLOAD, "gpu_offload"),
         (Self::EMBEDDINGS, "embeddings"),
+        (Self::SESSIONS, "sessions"),
+        (Self::PARALLEL_SEQUENCES, "parallel_sequences"),
+        (Self::LOGPROBS, "logprobs"),
     ];
+
+    /// The capabilities named in a comma-separated list (unknown names are skipped: a
+    /// newer plugin may know more).
+    pub fn from_names(list: &str) -> Capabilities {
+        list.split(',')
+            .map(str::trim)
+            .filter_map(|n| Self::NAMED.iter().find(|(_, name)| *name == n))
+            .fold(Capabilities::default(), |all, (c, _)| all | *c)
+    }
 
     /// Whether all bits of `other` are set.
     pub fn contains(self, other: Capabilities) -> bool {
@@ -124,6 +142,12 @@ impl std::ops::BitOr for Capabilities {
         Capabilities(self.0 | rhs.0)
     }
 }
+
+/// The [`ModelInfo::extensions`] key holding what a loaded model can do, as a
+/// comma-separated list of [`Capabilities`] names. Capabilities are a property of the
+/// model (a chat template, embeddings) more than of the engine; this key carries them
+/// without changing `ModelInfo`'s layout, so older hosts and plugins are unaffected.
+pub const MODEL_CAPABILITIES_KEY: &str = "runanywhere.capabilities";
 
 /// What an engine says about itself.
 #[repr(C)]

@@ -16,9 +16,9 @@ use abi_stable::{
 };
 
 use crate::abi::{
-    EngineApi, EngineApi_TO, EngineBox, EngineInfo, GenerateRequest, GenerationStats, InitRequest,
-    LoadRequest, ModelApi, ModelApi_TO, ModelBox, ModelInfo, PluginMod, PluginModRef, SinkControl,
-    SinkRef, PLUGIN_API_VERSION,
+    Capabilities, EngineApi, EngineApi_TO, EngineBox, EngineInfo, GenerateRequest, GenerationStats,
+    InitRequest, LoadRequest, ModelApi, ModelApi_TO, ModelBox, ModelInfo, PluginMod, PluginModRef,
+    SinkControl, SinkRef, PLUGIN_API_VERSION,
 };
 use crate::error::{EngineError, ErrorKind};
 
@@ -182,11 +182,29 @@ impl<E: Engine> EngineApi for EngineAdapter<E> {
         // The model's facts are taken once, here: a panicking `info` fails the load with
         // the panic's message instead of turning into an empty default later.
         let loaded = guard("load_model", || self.0.load_model(&request)).and_then(|model| {
-            let info = guard("model info", || Ok(model.info()))?;
+            let mut info = guard("model info", || Ok(model.info()))?;
+            add_model_capabilities(&mut info);
             Ok(ModelAdapter { model, info })
         });
         to_abi(loaded, |m| ModelApi_TO::from_value(m, TD_Opaque))
     }
+}
+
+/// Fills in [`MODEL_CAPABILITIES_KEY`] when the engine did not: what the kit can tell
+/// from the model's facts (a chat template).
+fn add_model_capabilities(info: &mut ModelInfo) {
+    use crate::abi::{lookup, MODEL_CAPABILITIES_KEY};
+    if lookup(info.extensions.as_slice(), MODEL_CAPABILITIES_KEY).is_some() {
+        return;
+    }
+    let mut caps = Capabilities::STREAMING | Capabilities::TOKENIZE;
+    if info.chat_template.is_some() {
+        caps = caps | Capabilities::CHAT_TEMPLATE;
+    }
+    info.extensions.push(crate::abi::KeyValue::new(
+        MODEL_CAPABILITIES_KEY,
+        caps.names().join(","),
+    ));
 }
 
 struct ModelAdapter<M: Model> {

@@ -88,6 +88,9 @@ fn a_plugin_built_against_abi_1_0_loads_and_runs_in_todays_host() {
         new.tokenize(text, true, false).unwrap()
     );
     assert_eq!(old.info().vocab_size, new.info().vocab_size);
+    // It reports no per-model capabilities (they came later): the host derives them.
+    assert!(old.capabilities().names().is_empty());
+    assert_eq!(new.capabilities().names(), ["streaming", "tokenize"]);
 
     // It generates, and the host's sink and stop reasons work with it.
     let mut ids = Vec::new();

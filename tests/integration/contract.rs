@@ -202,3 +202,32 @@ fn every_engine_keeps_the_same_contract() {
         );
     }
 }
+
+#[test]
+fn models_report_what_they_can_do() {
+    let (_dir, registry) = registry_with(&["llama-cpp", "mock"]);
+    let caps = |engine: &str, path: PathBuf, vocab_only: bool| {
+        load(&registry, engine, &path, 0, vocab_only)
+            .unwrap()
+            .capabilities()
+    };
+    let stories = caps(
+        "llama-cpp",
+        data_dir().join("tinystories/stories260K.gguf"),
+        false,
+    );
+    assert!(stories.contains(runanywhere::Capabilities::STREAMING));
+    assert!(!stories.contains(runanywhere::Capabilities::CHAT_TEMPLATE));
+    let phi3 = caps(
+        "llama-cpp",
+        data_dir().join("vocab/ggml-vocab-phi-3.gguf"),
+        true,
+    );
+    assert!(
+        phi3.contains(runanywhere::Capabilities::CHAT_TEMPLATE),
+        "{:?}",
+        phi3.names()
+    );
+    let mock = caps("mock", PathBuf::from("mock"), false);
+    assert_eq!(mock.names(), ["streaming", "tokenize"]);
+}
