@@ -377,6 +377,17 @@ impl ModelManager {
         Ok(())
     }
 
+    /// The model for `key` if it is loaded (not while it is still loading).
+    pub fn get(&self, key: &ModelKey) -> Option<LoadedModel> {
+        match lock(&self.shared.state).slots.get(key) {
+            Some(Slot::Ready(r)) => Some(LoadedModel {
+                resident: Arc::clone(r),
+                shared: Arc::downgrade(&self.shared),
+            }),
+            _ => None,
+        }
+    }
+
     /// The loaded models (after unloading expired idle ones).
     pub fn loaded(&self) -> Vec<LoadedInfo> {
         let mut state = lock(&self.shared.state);

@@ -109,36 +109,6 @@ pub fn estimate_file(path: &Path, requested_context: u32) -> Option<MemoryEstima
     v.is_ok().then(|| estimate(&v, requested_context))
 }
 
-/// Checks that the model at `path` fits in the available memory with a context of
-/// `requested_context` tokens. Returns the estimate, or `None` when there is nothing to
-/// estimate (not a file the structural check passes: the engine will say what is
-/// wrong) or the available memory is unknown.
-pub fn check(
-    path: &Path,
-    requested_context: u32,
-) -> Result<Option<MemoryEstimate>, InsufficientMemory> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let v = runanywhere_formats::verify_path(path);
-    if !v.is_ok() {
-        return Ok(None);
-    }
-    let estimate = estimate(&v, requested_context);
-    let Some(available) = available() else {
-        return Ok(Some(estimate));
-    };
-    tracing::debug!(?estimate, available, "memory estimate");
-    if estimate.total() > available {
-        return Err(InsufficientMemory {
-            path: path.to_path_buf(),
-            estimate,
-            available,
-        });
-    }
-    Ok(Some(estimate))
-}
-
 #[cfg(test)]
 mod tests {
     use runanywhere_formats::verify_bytes;

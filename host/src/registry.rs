@@ -66,6 +66,36 @@ pub struct Unavailable {
     pub reason: String,
 }
 
+/// One engine as listings show it (`runanywhere engines`, a server's engine list):
+/// available ones with what they report, unavailable ones with the ledger's kind and
+/// reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineListing {
+    /// The engine id.
+    pub id: String,
+    /// Its display name (available engines).
+    pub name: Option<String>,
+    /// Its version (available engines).
+    pub version: Option<String>,
+    /// The formats it reads.
+    pub formats: Vec<String>,
+    /// Its capability names.
+    pub capabilities: Vec<&'static str>,
+    /// Its routing priority (available engines).
+    pub priority: Option<i32>,
+    /// `ok` or `unavailable`.
+    pub status: &'static str,
+    /// Why it is unavailable (unavailable engines only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<UnavailableKind>,
+    /// The ledger's reason, with the fix.
+    pub reason: Option<String>,
+    /// The library file.
+    pub library: Option<PathBuf>,
+    /// The manifest it came from.
+    pub manifest: PathBuf,
+}
+
 /// The discovered engines and the ledger of those that failed.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -226,6 +256,37 @@ impl Registry {
     /// The ledger of plugins that failed to load.
     pub fn unavailable(&self) -> &[Unavailable] {
         &self.unavailable
+    }
+
+    /// Every engine found, available ones first (in discovery order), then the ledger.
+    pub fn listing(&self) -> Vec<EngineListing> {
+        let available = self.engines.iter().map(|e| EngineListing {
+            id: e.id().to_string(),
+            name: Some(e.info.name.to_string()),
+            version: Some(e.info.version.to_string()),
+            formats: e.info.formats.iter().map(|f| f.to_string()).collect(),
+            capabilities: e.info.capabilities.names(),
+            priority: Some(e.manifest.priority),
+            status: "ok",
+            kind: None,
+            reason: None,
+            library: Some(e.library.clone()),
+            manifest: e.manifest.path.clone(),
+        });
+        let unavailable = self.unavailable.iter().map(|u| EngineListing {
+            id: u.id.clone(),
+            name: None,
+            version: None,
+            formats: Vec::new(),
+            capabilities: Vec::new(),
+            priority: None,
+            status: "unavailable",
+            kind: Some(u.kind),
+            reason: Some(u.reason.clone()),
+            library: u.library.clone(),
+            manifest: u.manifest.clone(),
+        });
+        available.chain(unavailable).collect()
     }
 
     /// The engine with `id`, if available.

@@ -247,6 +247,11 @@ impl Runtime {
             options.tokenizer = resolved.tokenizer.clone();
         }
         let key = ModelKey::new(path.to_path_buf(), engine.id(), &options);
+        // A model already loaded is shared as it is: no need to re-read its file for a
+        // memory estimate on every request.
+        if let Some(loaded) = self.models.get(&key) {
+            return Ok(loaded);
+        }
         let estimate = if options.vocab_only {
             None
         } else {

@@ -113,10 +113,9 @@ impl ChatSession {
     ) -> Result<PreparedTurn, Error> {
         self.messages.push(ChatMessage::new("user", user));
         match self.fit(model, options.max_tokens) {
-            Ok(dropped) => {
-                let prompt = self.template.render(&self.messages, true)?;
+            Ok((dropped, prompt)) => {
                 let mut request = options.request(Prompt::Text(prompt.as_str().into()), seed);
-                request.add_special = self.adds_bos(&prompt);
+                request.add_special = adds_bos(self.bos_text.as_deref(), &prompt);
                 request.parse_special = true;
                 request
                     .stop
@@ -145,38 +144,42 @@ impl ChatSession {
         }
     }
 
-    /// Whether the engine should add BOS to `prompt`: only when the template did not.
-    fn adds_bos(&self, prompt: &str) -> bool {
-        !self
-            .bos_text
-            .as_ref()
-            .is_some_and(|b| prompt.as_bytes().starts_with(b))
-    }
-
-    fn fit(&mut self, model: &Model, max_tokens: u32) -> Result<usize, Error> {
+    /// Drops the oldest messages until the rendered conversation leaves room for the
+    /// reply; returns how many were dropped and the prompt that fits (rendered once).
+    fn fit(&mut self, model: &Model, max_tokens: u32) -> Result<(usize, String), Error> {
         let context = self.context_length;
         if context == 0 {
-            return Ok(0);
+            return Ok((0, self.template.render(&self.messages, true)?));
         }
         let mut room = (context / 4).max(1);
         if max_tokens > 0 {
             room = room.min(max_tokens as usize);
         }
         let mut tokens = 0;
-        let template = &self.template;
-        let bos_text = self.bos_text.clone();
+        let mut fitting = String::new();
+        let (template, bos_text) = (&self.template, self.bos_text.as_deref());
         let fitted = drop_oldest_turns(&mut self.messages, |m| -> Result<bool, Error> {
             let prompt = template.render(m, true)?;
-            let add_bos = !bos_text
-                .as_ref()
-                .is_some_and(|b| prompt.as_bytes().starts_with(b));
-            tokens = model.tokenize(&prompt, add_bos, true)?.len();
-            Ok(tokens + room <= context)
+            tokens = model
+                .tokenize(&prompt, adds_bos(bos_text, &prompt), true)?
+                .len();
+            let fits = tokens + room <= context;
+            if fits {
+                fitting = prompt;
+            }
+            Ok(fits)
         })?;
-        fitted.ok_or(Error::ConversationTooLong {
+        let dropped = fitted.ok_or(Error::ConversationTooLong {
             tokens,
             context,
             room,
-        })
+        })?;
+        Ok((dropped, fitting))
     }
+}
+
+/// Whether the engine should add BOS to `prompt`: only when the template did not write
+/// the model's BOS text (`bos_text`) itself.
+fn adds_bos(bos_text: Option<&[u8]>, prompt: &str) -> bool {
+    !bos_text.is_some_and(|b| prompt.as_bytes().starts_with(b))
 }
