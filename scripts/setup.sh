@@ -2,7 +2,9 @@
 # Installs what a fresh Debian/Ubuntu machine lacks to build and run RunAnywhere:
 #   cmake, clang, libclang-dev  (llama.cpp's build and bindgen, for the llama-cpp plugin)
 #   python3-pip                 (only to download the ONNX Runtime wheel)
+#   python3-venv                (the server tests' Python clients)
 #   ONNX Runtime's shared library, from its PyPI wheel, into .ort/ (the onnx plugin)
+#   the official openai and ollama Python clients, pinned, into .venv-clients/
 # Idempotent: installs nothing when everything is present.
 set -euo pipefail
 
@@ -12,6 +14,12 @@ command -v clang >/dev/null 2>&1 || need+=(clang)
 compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null || need+=(libclang-dev)
 if ! command -v python3 >/dev/null 2>&1; then need+=(python3 python3-pip)
 elif ! python3 -m pip --version >/dev/null 2>&1; then need+=(python3-pip); fi
+# Debian ships `venv` without ensurepip's wheels unless python3-venv is installed: probe.
+probe="$(mktemp -d)"
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv "$probe/venv" >/dev/null 2>&1; then
+  need+=(python3-venv)
+fi
+rm -rf "$probe"
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]} with apt-get" >&2
@@ -26,5 +34,6 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 bash "$(dirname "$0")/fetch-onnxruntime.sh"
+bash "$(dirname "$0")/setup-clients.sh"
 
 echo "setup: ok ($(cargo --version), $(cmake --version | head -1))" >&2

@@ -59,6 +59,14 @@ pub(crate) enum Command {
     /// Convert a llama-family GGUF file or llama2.c checkpoint into an ONNX decoder
     /// folder (Optimum layout, with KV cache) or a Hugging Face safetensors folder.
     Convert(ConvertArgs),
+    /// Serve models over HTTP: an OpenAI-compatible API (/v1/chat/completions,
+    /// /v1/completions, /v1/models, ...), Ollama's API (/api/chat, /api/generate,
+    /// /api/tags, /api/pull, ...), /health and Prometheus /metrics.
+    ///
+    /// Requests name a model by --alias, by a --model it was started with, by store id or
+    /// catalog id, each optionally `@ENGINE` (`stories260k@candle`); file paths are
+    /// accepted only on the command line. Ctrl-C or SIGTERM stops it gracefully.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -456,4 +464,135 @@ pub(crate) struct ConvertArgs {
     /// ONNX: keep the weights in model.onnx_data even under 2 GiB (above, always).
     #[arg(long = "external-data")]
     pub(crate) external_data: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (loopback by default; another address without --api-key
+    /// is reachable by anyone on the network).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(crate) host: String,
+
+    /// Port (0 = any free port; the address is printed).
+    #[arg(long, default_value_t = 8080)]
+    pub(crate) port: u16,
+
+    /// A model to load at start and serve: a path, store id or catalog id, optionally
+    /// `@ENGINE` (repeatable). Named in requests by its file name or id.
+    #[arg(short, long = "model", value_name = "M")]
+    pub(crate) models: Vec<String>,
+
+    /// Serve model M under NAME (repeatable), e.g. `--alias tiny=stories260K.gguf@candle`.
+    #[arg(long = "alias", value_name = "NAME=M", value_parser = parse_alias)]
+    pub(crate) aliases: Vec<(String, String)>,
+
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "RUNANYWHERE_API_KEY",
+        hide_env_values = true
+    )]
+    pub(crate) api_key: Option<String>,
+
+    /// Generations run together on one model where its engine decodes sequences in
+    /// parallel (elsewhere they take turns).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) parallel: usize,
+
+    /// Requests that may wait for a busy model; more get 503 with Retry-After.
+    #[arg(long = "max-queue", value_name = "N", default_value_t = 64)]
+    pub(crate) max_queue: usize,
+
+    /// How long an idle model stays loaded: `5m`, `1h`, `0` (unload when idle), `-1`
+    /// (forever). Requests may choose their own (Ollama's keep_alive).
+    #[arg(long = "keep-alive", value_name = "DUR", default_value = "5m", value_parser = parse_keep_alive)]
+    pub(crate) keep_alive: runanywhere::KeepAlive,
+
+    /// Bytes all loaded models may take together (e.g. 8G, 512M); the least recently
+    /// used idle model is unloaded to make room. Default: the memory available.
+    #[arg(long = "memory-budget", value_name = "BYTES", value_parser = parse_bytes)]
+    pub(crate) memory_budget: Option<u64>,
+
+    /// Allow browser requests from ORIGIN (repeatable); CORS is off without it.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub(crate) cors_origins: Vec<String>,
+
+    /// Largest request body (larger: 413).
+    #[arg(long = "max-body", value_name = "BYTES", default_value = "16M", value_parser = parse_bytes)]
+    pub(crate) max_body: u64,
+
+    /// Most tokens one request may generate (also the limit of one that names none).
+    #[arg(long = "max-tokens", value_name = "N", default_value_t = 4096)]
+    pub(crate) max_tokens: u32,
+
+    /// Cancel a generation still running after this long (504).
+    #[arg(long = "request-timeout", value_name = "DUR", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub(crate) request_timeout: std::time::Duration,
+
+    /// On shutdown, how long in-flight generations may take before they are cancelled.
+    #[arg(long = "drain-timeout", value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) drain_timeout: std::time::Duration,
+
+    /// Context length of every load (0 = the model's own, capped by the engine).
+    #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 0)]
+    pub(crate) ctx_size: u32,
+
+    /// Worker threads per model (0 = the engine's default).
+    #[arg(short, long, value_name = "N", default_value_t = 0)]
+    pub(crate) threads: u32,
+
+    /// Load even when the memory estimate exceeds the available memory.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+fn parse_alias(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, model)) if !name.trim().is_empty() && !model.trim().is_empty() => {
+            Ok((name.trim().to_string(), model.trim().to_string()))
+        }
+        _ => Err(format!("`{text}` is not NAME=MODEL")),
+    }
+}
+
+/// `5m`, `1h30m`, seconds (`300`), `0` (until idle) or a negative number (forever).
+pub(crate) fn parse_keep_alive(text: &str) -> Result<runanywhere::KeepAlive, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Ok(runanywhere::KeepAlive::from_secs(seconds));
+    }
+    if text.starts_with('-') {
+        return Ok(runanywhere::KeepAlive::Forever);
+    }
+    humantime::parse_duration(text)
+        .map(|d| {
+            if d.is_zero() {
+                runanywhere::KeepAlive::UntilIdle
+            } else {
+                runanywhere::KeepAlive::For(d)
+            }
+        })
+        .map_err(|e| format!("`{text}` is not a duration such as 5m, 1h or 300: {e}"))
+}
+
+/// Bytes with an optional binary suffix: `1048576`, `512K`, `16M`, `8G`, `1T`.
+pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
+    let (digits, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        Some('T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let value: f64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size such as 8G, 512M or 1048576"))?;
+    if !(value >= 0.0 && value.is_finite()) {
+        return Err(format!("`{text}` is not a size"));
+    }
+    Ok((value * (1u64 << shift) as f64) as u64)
 }

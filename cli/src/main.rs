@@ -15,6 +15,7 @@ mod models;
 mod plugin;
 mod pull;
 mod run;
+mod serve;
 mod stream;
 mod table;
 mod tokenize;
@@ -30,8 +31,10 @@ use runanywhere::{CancelToken, ErrorKind, LoadedModel, ResolvedModel, Runtime, R
 use table::escape_controls;
 
 /// Sets up `tracing` to stderr: warnings by default, more with `-v`, or `RUNANYWHERE_LOG`.
-pub(crate) fn init_logging(verbose: u8) {
+pub(crate) fn init_logging(verbose: u8, serving: bool) {
     let default = match verbose {
+        // A server says what it is doing (start, loads, shutdown) without -v.
+        0 if serving => "warn,runanywhere_server=info",
         0 => "warn",
         1 => "info",
         2 => "debug",
@@ -67,6 +70,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rm(args) => models::remove(&runtime, &args),
         Command::Info(args) => verify::info(&runtime, &args),
         Command::Convert(args) => convert::run(&runtime, &args),
+        Command::Serve(args) => serve::run(cli.plugins_dir, &args),
     }
 }
 
@@ -166,7 +170,8 @@ fn main() -> ExitCode {
         std::env::set_var("GGML_NO_BACKTRACE", "1");
     }
     let args = Cli::parse();
-    init_logging(args.verbose);
+    let serving = matches!(args.command, Command::Serve(_));
+    init_logging(args.verbose, serving);
     match dispatch(args) {
         Ok(code) => code,
         Err(err) => {

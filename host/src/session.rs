@@ -113,20 +113,57 @@ impl ChatSession {
     ) -> Result<PreparedTurn, Error> {
         self.messages.push(ChatMessage::new("user", user));
         match self.fit(model, options.max_tokens) {
-            Ok((dropped, prompt)) => {
-                let mut request = options.request(Prompt::Text(prompt.as_str().into()), seed);
-                request.add_special = adds_bos(self.bos_text.as_deref(), &prompt);
-                request.parse_special = true;
-                request
-                    .stop
-                    .extend(self.template_stop.iter().map(|s| s.as_str().into()));
-                Ok(PreparedTurn { request, dropped })
-            }
+            Ok((dropped, prompt)) => Ok(self.turn(&prompt, options, seed, dropped)),
             Err(e) => {
                 self.messages.pop();
                 Err(e)
             }
         }
+    }
+
+    /// Builds the request for the reply to a whole conversation given at once (what a
+    /// stateless API such as OpenAI's chat completions sends on every call): the
+    /// session's messages become `messages` (after its system messages, unless
+    /// `messages` has its own), fitted to the context as in [`ChatSession::prepare`].
+    pub fn prepare_conversation(
+        &mut self,
+        model: &Model,
+        messages: &[ChatMessage],
+        options: &GenerateOptions,
+        seed: u64,
+    ) -> Result<PreparedTurn, Error> {
+        if messages.is_empty() {
+            return Err(Error::InvalidRequest(
+                "the conversation has no messages".into(),
+            ));
+        }
+        let has_system = messages.iter().any(|m| m.role == "system");
+        self.messages = if has_system {
+            Vec::new()
+        } else {
+            self.start.clone()
+        };
+        self.messages.extend_from_slice(messages);
+        self.history.clear();
+        let (dropped, prompt) = self.fit(model, options.max_tokens)?;
+        Ok(self.turn(&prompt, options, seed, dropped))
+    }
+
+    /// The request for a rendered, fitted `prompt`.
+    fn turn(
+        &self,
+        prompt: &str,
+        options: &GenerateOptions,
+        seed: u64,
+        dropped: usize,
+    ) -> PreparedTurn {
+        let mut request = options.request(Prompt::Text(prompt.into()), seed);
+        request.add_special = adds_bos(self.bos_text.as_deref(), prompt);
+        request.parse_special = true;
+        request
+            .stop
+            .extend(self.template_stop.iter().map(|s| s.as_str().into()));
+        PreparedTurn { request, dropped }
     }
 
     /// Records the reply to the last prepared turn.

@@ -16,4 +16,5 @@ mod mock_cli;
 mod onnx;
 mod routing;
 mod runtime;
+mod serve;
 mod store;

@@ -43,14 +43,26 @@ const DEFAULT_CONTEXT: u32 = 2048;
 /// The mock engine.
 pub struct MockEngine {
     id: String,
+    /// Sleep per forward step (manifest option `token_delay_ms`): a slow engine, for
+    /// tests of queues, timeouts and shutdown in front ends.
+    delay: std::time::Duration,
 }
 
 impl Engine for MockEngine {
     type Model = MockModel;
 
     fn init(request: &InitRequest) -> Result<Self, EngineError> {
+        let delay = match runanywhere_plugin_api::abi::lookup(&request.options, "token_delay_ms") {
+            None => 0,
+            Some(ms) => ms.trim().parse::<u64>().map_err(|_| {
+                EngineError::invalid_request(format!(
+                    "manifest option token_delay_ms = `{ms}` is not a number of milliseconds"
+                ))
+            })?,
+        };
         Ok(MockEngine {
             id: request.engine_id.to_string(),
+            delay: std::time::Duration::from_millis(delay),
         })
     }
 
@@ -79,6 +91,7 @@ impl Engine for MockEngine {
         Ok(MockModel {
             context_length,
             vocab_only: request.vocab_only,
+            delay: self.delay,
         })
     }
 }
@@ -88,6 +101,7 @@ pub struct MockModel {
     context_length: u32,
     /// Loaded for tokenization only: generating is refused, as in every engine.
     vocab_only: bool,
+    delay: std::time::Duration,
 }
 
 impl MockModel {
@@ -236,6 +250,7 @@ struct MockForward {
     history: Vec<u32>,
     /// The rest of the spelling of the word being generated, next token first.
     spelling: Vec<u32>,
+    delay: std::time::Duration,
 }
 
 impl MockForward {
@@ -255,6 +270,7 @@ impl MockForward {
             spellings,
             history: Vec::new(),
             spelling: Vec::new(),
+            delay: model.delay,
         })
     }
 }
@@ -272,6 +288,9 @@ impl Forward for MockForward {
         _pos: usize,
         logits: &mut Vec<f32>,
     ) -> Result<(), EngineError> {
+        if !self.delay.is_zero() {
+            std::thread::sleep(self.delay);
+        }
         // After the prompt, generated ids arrive one at a time: the first token of a
         // spelled word starts its spelling, and each forced token advances it.
         if let (false, [id]) = (self.history.is_empty(), ids) {
@@ -315,6 +334,7 @@ mod tests {
         MockModel {
             context_length: 64,
             vocab_only: false,
+            delay: std::time::Duration::ZERO,
         }
     }
 

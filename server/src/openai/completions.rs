@@ -1,0 +1,163 @@
+//! `POST /v1/completions`: a raw prompt (text, or token ids used as given), no chat
+//! template; `echo` puts the prompt before the completion.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use runanywhere::Prompt;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::request::{refuse_unknown, Sampling, IGNORED};
+use super::{completion_id, usage};
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::{blocking, AppState};
+use crate::streaming::{finish_reason, steps, Frame, Step};
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    model: String,
+    prompt: PromptField,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    echo: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    #[serde(flatten)]
+    sampling: Sampling,
+    #[serde(flatten)]
+    other: Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+/// OpenAI's four prompt shapes; only one prompt per request is served.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PromptField {
+    Text(String),
+    Texts(Vec<String>),
+    Ids(Vec<u32>),
+    IdLists(Vec<Vec<u32>>),
+}
+
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("suffix", "fill-in-the-middle is not implemented"),
+    ("best_of", "one candidate is generated per request"),
+    ("logit_bias", "the engines take no per-token biases"),
+];
+
+fn prompt(field: PromptField) -> Result<Prompt, ApiError> {
+    let one = |n: usize| {
+        ApiError::bad_request(format!(
+            "`prompt` has {n} prompts; this server takes one per request"
+        ))
+        .with_param("prompt")
+    };
+    Ok(match field {
+        PromptField::Text(t) => Prompt::Text(t.into()),
+        PromptField::Ids(ids) => Prompt::Ids(ids.into()),
+        PromptField::Texts(mut t) if t.len() == 1 => Prompt::Text(t.remove(0).into()),
+        PromptField::IdLists(mut l) if l.len() == 1 => Prompt::Ids(l.remove(0).into()),
+        PromptField::Texts(t) => return Err(one(t.len())),
+        PromptField::IdLists(l) => return Err(one(l.len())),
+    })
+}
+
+/// The handler.
+pub async fn handle(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    refuse_unknown(&body.other, UNSUPPORTED, IGNORED)?;
+    let options = body.sampling.options(state.config.max_tokens)?;
+    let prompt = prompt(body.prompt)?;
+    let stream = body.stream.unwrap_or(false);
+    let include_usage = body
+        .stream_options
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let (target, loaded) = state.load(&body.model, |_| {}).await?;
+    let echo = if body.echo.unwrap_or(false) {
+        match &prompt {
+            Prompt::Text(t) => t.to_string(),
+            Prompt::Ids(ids) => {
+                let (model, ids) = (loaded.clone(), ids.to_vec());
+                blocking(move || Ok(model.model().detokenize(&ids)?)).await?
+            }
+        }
+    } else {
+        String::new()
+    };
+    let request = options.request(prompt, options.seed_or_random());
+    let job = state.generate(loaded, request, None)?;
+    let (id, created, model) = (completion_id("cmpl"), AppState::unix_now(), target.name);
+    if !stream {
+        let done = job.collect().await?;
+        return Ok(Json(json!({
+            "id": id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "text": echo + &done.text,
+                "logprobs": null,
+                "finish_reason": finish_reason(done.stats.stop_reason()),
+            }],
+            "usage": usage(&done.stats),
+        }))
+        .into_response());
+    }
+    let chunk = move |text: &str, finish: Option<&str>| {
+        json!({
+            "id": id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
+        })
+    };
+    let first: Vec<String> = if echo.is_empty() {
+        Vec::new()
+    } else {
+        vec![chunk(&echo, None).to_string()]
+    };
+    let token = Frame::new(&chunk(Frame::SLOT, None));
+    let events = steps(job).flat_map(move |step| {
+        let mut out = Vec::new();
+        match step {
+            Step::Token { piece, .. } => out.push(token.render(&piece)),
+            Step::Finished(stats) => {
+                out.push(chunk("", Some(finish_reason(stats.stop_reason()))).to_string());
+                if include_usage {
+                    let mut last = chunk("", None);
+                    last["choices"] = json!([]);
+                    last["usage"] = usage(&stats);
+                    out.push(last.to_string());
+                }
+            }
+            Step::Failed(e) => out.push(e.openai_body().to_string()),
+        }
+        futures_util::stream::iter(out)
+    });
+    let body = futures_util::stream::iter(first)
+        .chain(events)
+        .map(|v| SseEvent::default().data(v))
+        .chain(futures_util::stream::iter([
+            SseEvent::default().data("[DONE]")
+        ]))
+        .map(Ok::<_, Infallible>);
+    Ok(Sse::new(body)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
