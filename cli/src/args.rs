@@ -251,6 +251,11 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) json: bool,
 
+    /// With --json: each generated token's log-probability and the K most likely
+    /// alternatives at its position (0-20), under "logprobs".
+    #[arg(long, value_name = "K", requires = "json", value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub(crate) logprobs: Option<u32>,
+
     /// The prompt; read from stdin when absent and stdin is not a terminal.
     pub(crate) prompt: Option<String>,
 }

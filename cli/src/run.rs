@@ -28,7 +28,14 @@ pub(crate) fn run(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<ExitCode>
         ..Turn::default()
     };
     let mut stream = Stream::new(std::io::stdout().lock(), !args.json);
-    let stats = model.generate(request, &turn, |id, piece| stream.on_token(id, piece))?;
+    let mut scores: Vec<(f32, Vec<runanywhere::TokenLogprob>)> = Vec::new();
+    let stats = match args.logprobs {
+        None => model.generate(request, &turn, |id, piece| stream.on_token(id, piece))?,
+        Some(k) => model.generate_with_logprobs(request, k, &turn, |t| {
+            scores.push((t.logprob, t.top.to_vec()));
+            stream.on_token(t.id, t.piece)
+        })?,
+    };
     if let Some(e) = stream.write_error.take() {
         // A closed pipe (`| head`) is a normal way to stop; anything else is an error.
         if e.kind() != std::io::ErrorKind::BrokenPipe {
@@ -45,7 +52,7 @@ pub(crate) fn run(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<ExitCode>
     let mut stdout = stream.into_out();
     let engine = model.model().engine_id();
     if args.json {
-        let object = json!({
+        let mut object = json!({
             "engine": engine,
             "model": args.model.model,
             "prompt_ids": stats.prompt_ids.as_slice(),
@@ -55,6 +62,9 @@ pub(crate) fn run(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<ExitCode>
             "seed": seed,
             "metrics": metrics,
         });
+        if args.logprobs.is_some() {
+            object["logprobs"] = logprobs_json(model.model(), &ids, &scores);
+        }
         writeln!(stdout, "{object}")?;
     } else if std::io::stdout().is_terminal() && !ends_with_newline {
         writeln!(stdout)?;
@@ -69,6 +79,37 @@ pub(crate) fn run(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `[{id, piece, logprob, top: [{id, piece, logprob}]}]` per generated token.
+fn logprobs_json(
+    model: &runanywhere::Model,
+    ids: &[u32],
+    scores: &[(f32, Vec<runanywhere::TokenLogprob>)],
+) -> serde_json::Value {
+    let piece = |id: u32| {
+        model
+            .token_piece(id)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let number = |x: f32| {
+        if x.is_finite() {
+            json!(x)
+        } else {
+            serde_json::Value::Null
+        }
+    };
+    ids.iter()
+        .zip(scores)
+        .map(|(&id, (logprob, top))| {
+            let top: Vec<_> = top
+                .iter()
+                .map(|t| json!({"id": t.id, "piece": piece(t.id), "logprob": number(t.logprob)}))
+                .collect();
+            json!({"id": id, "piece": piece(id), "logprob": number(*logprob), "top": top})
+        })
+        .collect()
 }
 
 /// Parses "1 2 3" or "1,2,3".

@@ -13,6 +13,9 @@ use abi_stable::{
     std_types::{RResult, RStr},
 };
 use runanywhere_plugin_api::abi::{TokenSink, TokenSink_TO};
+use runanywhere_plugin_api::ext::{
+    ExtensionsV1, LogprobSink, LogprobSink_TO, TokenLogprob, MODEL_HANDLE_KEY,
+};
 use runanywhere_plugin_api::{
     Capabilities, EngineBox, EngineError, EngineInfo, GenerateRequest, GenerationStats,
     LoadRequest, ModelBox, ModelInfo, SinkControl,
@@ -28,6 +31,8 @@ pub struct Engine {
     pub(crate) info: EngineInfo,
     pub(crate) library: PathBuf,
     pub(crate) handle: EngineBox,
+    /// The plugin's extension calls, if it has them ([`runanywhere_plugin_api::ext`]).
+    pub(crate) extensions: Option<&'static ExtensionsV1>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -80,10 +85,14 @@ impl Engine {
         }
         let handle = into_result(self.handle.load_model(request)).map_err(|e| self.wrap(e))?;
         let info = handle.info();
+        let ext_handle =
+            runanywhere_plugin_api::abi::lookup(info.extensions.as_slice(), MODEL_HANDLE_KEY)
+                .and_then(|h| h.parse().ok());
         Ok(Model {
             engine: self.id().to_string(),
             handle,
             info,
+            extensions: self.extensions.zip(ext_handle),
         })
     }
 
@@ -100,6 +109,8 @@ pub struct Model {
     engine: String,
     handle: ModelBox,
     info: ModelInfo,
+    /// The plugin's extension calls and this model's handle for them.
+    extensions: Option<(&'static ExtensionsV1, u64)>,
 }
 
 impl std::fmt::Debug for Model {
@@ -197,17 +208,59 @@ impl Model {
     ) -> Result<GenerationStats, Error> {
         // The plugin can ask about this id between prefill chunks (runanywhere_plugin_api
         // ::cancel); the registration ends with the call.
-        let registered = InFlight::register(cancel);
-        request
-            .extensions
-            .push(runanywhere_plugin_api::KeyValue::new(
-                runanywhere_plugin_api::cancel::CANCEL_EXTENSION_KEY,
-                registered.id.to_string(),
-            ));
+        let _registered = InFlight::attach(cancel, &mut request);
         self.generate(request, |id, piece| match on_token(id, piece) {
             SinkControl::Continue if cancel.is_cancelled() => SinkControl::Stop,
             control => control,
         })
+    }
+
+    /// Generates like [`Model::generate_cancellable`] (`cancel` optional), giving
+    /// `on_token` each token with its log-probability and the `top` most likely
+    /// alternatives ([`ScoredToken`]). A model whose plugin predates these calls, or whose
+    /// engine does not report log-probabilities, is an `Unsupported` error.
+    pub fn generate_with_logprobs(
+        &self,
+        mut request: GenerateRequest,
+        top: u32,
+        cancel: Option<&CancelToken>,
+        mut on_token: impl FnMut(&ScoredToken<'_>) -> SinkControl,
+    ) -> Result<GenerationStats, Error> {
+        let unsupported = |why: &str| {
+            self.wrap(EngineError::new(
+                runanywhere_plugin_api::ErrorKind::Unsupported,
+                format!(
+                    "engine `{}` does not report token log-probabilities: {why}",
+                    self.engine
+                ),
+            ))
+        };
+        let Some((table, handle)) = self.extensions else {
+            return Err(unsupported(
+                "its plugin was built before the extension calls (rebuild it with this                  runanywhere-plugin-api)",
+            ));
+        };
+        if !self.capabilities().contains(Capabilities::LOGPROBS) {
+            return Err(unsupported("the engine computes them for no model yet"));
+        }
+        let _registered = cancel.map(|c| InFlight::attach(c, &mut request));
+        let mut sink = HostLogprobSink {
+            on_token: |t: &ScoredToken<'_>| match on_token(t) {
+                SinkControl::Continue if cancel.is_some_and(CancelToken::is_cancelled) => {
+                    SinkControl::Stop
+                }
+                control => control,
+            },
+            panic: None,
+        };
+        let result = {
+            let sink_ref = LogprobSink_TO::from_ptr(&mut sink, TD_Opaque);
+            (table.generate_with_logprobs)(handle, request, top, sink_ref)
+        };
+        if let Some(payload) = sink.panic.take() {
+            resume_unwind(payload);
+        }
+        into_result(result).map_err(|e| self.wrap(e))
     }
 
     fn wrap(&self, source: EngineError) -> Error {
@@ -227,6 +280,20 @@ struct InFlight {
 }
 
 impl InFlight {
+    /// Registers `cancel` and names it in `request`'s extensions, where the plugin finds
+    /// the id to ask the probe about (runanywhere_plugin_api::cancel); the registration
+    /// ends when the result is dropped.
+    fn attach(cancel: &CancelToken, request: &mut GenerateRequest) -> InFlight {
+        let registered = InFlight::register(cancel);
+        request
+            .extensions
+            .push(runanywhere_plugin_api::KeyValue::new(
+                runanywhere_plugin_api::cancel::CANCEL_EXTENSION_KEY,
+                registered.id.to_string(),
+            ));
+        registered
+    }
+
     fn register(cancel: &CancelToken) -> InFlight {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -273,6 +340,53 @@ impl<F: FnMut(u32, &str) -> SinkControl> TokenSink for HostSink<F> {
             return SinkControl::Stop;
         }
         match catch_unwind(AssertUnwindSafe(|| (self.on_token)(id, piece.as_str()))) {
+            Ok(control) => control,
+            Err(payload) => {
+                self.panic = Some(payload);
+                SinkControl::Stop
+            }
+        }
+    }
+}
+
+/// One generated token with its log-probability, as
+/// [`Model::generate_with_logprobs`] reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoredToken<'a> {
+    /// The token id.
+    pub id: u32,
+    /// Its text piece.
+    pub piece: &'a str,
+    /// `ln p(id)` under the model (NaN where the engine gave none for this token).
+    pub logprob: f32,
+    /// The most likely tokens at its position, best first.
+    pub top: &'a [TokenLogprob],
+}
+
+/// [`HostSink`] for tokens with log-probabilities.
+struct HostLogprobSink<F> {
+    on_token: F,
+    panic: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl<F: FnMut(&ScoredToken<'_>) -> SinkControl> LogprobSink for HostLogprobSink<F> {
+    fn on_token(
+        &mut self,
+        id: u32,
+        piece: RStr<'_>,
+        logprob: f32,
+        top: abi_stable::std_types::RSlice<'_, TokenLogprob>,
+    ) -> SinkControl {
+        if self.panic.is_some() {
+            return SinkControl::Stop;
+        }
+        let token = ScoredToken {
+            id,
+            piece: piece.as_str(),
+            logprob,
+            top: top.as_slice(),
+        };
+        match catch_unwind(AssertUnwindSafe(|| (self.on_token)(&token))) {
             Ok(control) => control,
             Err(payload) => {
                 self.panic = Some(payload);

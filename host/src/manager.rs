@@ -517,6 +517,26 @@ impl LoadedModel {
         result
     }
 
+    /// [`LoadedModel::generate`] with each token's log-probability and `top`
+    /// alternatives (see [`Model::generate_with_logprobs`]).
+    pub fn generate_with_logprobs(
+        &self,
+        request: GenerateRequest,
+        top: u32,
+        turn: &Turn,
+        on_token: impl FnMut(&crate::engine::ScoredToken<'_>) -> SinkControl,
+    ) -> Result<GenerationStats, Error> {
+        let guard = self.wait_for_turn(turn)?;
+        let result = self.resident.model.generate_with_logprobs(
+            request,
+            top,
+            turn.cancel.as_ref(),
+            on_token,
+        );
+        drop(guard);
+        result
+    }
+
     fn wait_for_turn(&self, turn: &Turn) -> Result<TurnGuard<'_>, Error> {
         let r = &self.resident;
         let start = Instant::now();

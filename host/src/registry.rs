@@ -420,7 +420,7 @@ fn load_engine(manifest: &Manifest) -> Result<Engine, (UnavailableKind, String)>
             ),
         ));
     }
-    let module = loader::open(&library).map_err(|e| match e {
+    let opened = loader::open(&library).map_err(|e| match e {
         LoadError::Open(msg) => (K::LibraryLoadFailed, format!("cannot open library: {msg}")),
         LoadError::NotAPlugin(msg) => (K::NotAPlugin, msg),
         LoadError::ApiVersion(v) => (
@@ -454,7 +454,7 @@ fn load_engine(manifest: &Manifest) -> Result<Engine, (UnavailableKind, String)>
             .collect::<RVec<_>>(),
         host_api_version: PLUGIN_API_VERSION,
     };
-    let handle = (module.init())(request)
+    let handle = (opened.module.init())(request)
         .into_result()
         .map_err(|e| (K::InitFailed, format!("init failed: {e}")))?;
     let info = handle.info();
@@ -483,5 +483,6 @@ fn load_engine(manifest: &Manifest) -> Result<Engine, (UnavailableKind, String)>
         info,
         library,
         handle,
+        extensions: opened.extensions,
     })
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use abi_stable::std_types::RVec;
 
 use crate::abi::{GenerateRequest, GenerationStats, Prompt, StopReason};
-use crate::emit::TextStreamer;
+use crate::emit::{Score, TextStreamer};
 use crate::error::EngineError;
 
 /// The prompt of `request` as token ids: a text prompt goes through `tokenize(text,
@@ -71,6 +71,7 @@ pub fn context_length(
 /// State of one generation; see the module docs.
 pub struct GenerationTracker<'s> {
     emitter: TextStreamer<'s>,
+    top_logprobs: Option<usize>,
     prompt_ids: Vec<u32>,
     max_tokens: u32,
     context_length: usize,
@@ -110,7 +111,9 @@ impl<'s> GenerationTracker<'s> {
                 context_length,
             ));
         }
+        let top_logprobs = sink.top_logprobs();
         Ok(GenerationTracker {
+            top_logprobs,
             emitter: TextStreamer::new(request.stop.as_slice(), sink),
             history: prompt_ids.clone(),
             prompt_ids,
@@ -150,6 +153,23 @@ impl<'s> GenerationTracker<'s> {
     /// Returns `Some(reason)` when generation is over; otherwise the caller runs the
     /// model on this token and samples again.
     pub fn accept(&mut self, id: u32, bytes: &[u8]) -> Option<StopReason> {
+        self.accept_scored(id, bytes, None)
+    }
+
+    /// The number of alternatives per token the sink wants log-probabilities for
+    /// (`None`: it wants none), asked once at the start.
+    pub fn top_logprobs(&self) -> Option<usize> {
+        self.top_logprobs
+    }
+
+    /// [`GenerationTracker::accept`] with the token's [`Score`], which reaches the sink
+    /// with the token.
+    pub fn accept_scored(
+        &mut self,
+        id: u32,
+        bytes: &[u8],
+        score: Option<Score>,
+    ) -> Option<StopReason> {
         let now = Instant::now();
         self.prefill_done.get_or_insert(now);
         if self.eog.contains(&id) {
@@ -159,7 +179,7 @@ impl<'s> GenerationTracker<'s> {
         self.last_token = Some(now);
         self.generated += 1;
         self.history.push(id);
-        if let Some(reason) = self.emitter.push(id, bytes) {
+        if let Some(reason) = self.emitter.push_scored(id, bytes, score) {
             return Some(reason);
         }
         if self.max_tokens > 0 && self.generated >= self.max_tokens {

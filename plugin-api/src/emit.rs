@@ -13,6 +13,17 @@
 use std::collections::VecDeque;
 
 use crate::abi::{SinkControl, StopReason};
+use crate::ext::TokenLogprob;
+
+/// A token's log-probability and the most likely tokens at its position, carried with
+/// the token until it is emitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    /// `ln p` of the token.
+    pub logprob: f32,
+    /// The most likely tokens, best first.
+    pub top: Vec<TokenLogprob>,
+}
 
 /// Why [`TextStreamer::push`] asks the caller to stop.
 pub type EmitStop = StopReason;
@@ -22,8 +33,8 @@ pub struct TextStreamer<'s> {
     stops: Vec<Vec<u8>>,
     /// Bytes not yet handed to the sink.
     buf: Vec<u8>,
-    /// Held tokens with the end offset of their bytes in `buf`.
-    pending: VecDeque<(u32, usize)>,
+    /// Held tokens with the end offset of their bytes in `buf`, and their scores.
+    pending: VecDeque<(u32, usize, Option<Score>)>,
     sink: &'s mut dyn crate::sdk::Sink,
     emitted_tokens: u32,
 }
@@ -57,8 +68,14 @@ impl<'s> TextStreamer<'s> {
     /// Adds a generated token and its bytes. Returns `Some(reason)` when generation
     /// must stop: a stop string was completed, or the sink asked to stop.
     pub fn push(&mut self, id: u32, bytes: &[u8]) -> Option<EmitStop> {
+        self.push_scored(id, bytes, None)
+    }
+
+    /// [`TextStreamer::push`] for a token with its [`Score`], which reaches the sink
+    /// with it ([`crate::sdk::Sink::scored_token`]).
+    pub fn push_scored(&mut self, id: u32, bytes: &[u8], score: Option<Score>) -> Option<EmitStop> {
         self.buf.extend_from_slice(bytes);
-        self.pending.push_back((id, self.buf.len()));
+        self.pending.push_back((id, self.buf.len(), score));
 
         if let Some(at) = self.find_stop() {
             self.release_all(at);
@@ -99,13 +116,15 @@ impl<'s> TextStreamer<'s> {
     /// Releases held tokens whose bytes all lie within `buf[..safe]`.
     fn release(&mut self, safe: usize) -> SinkControl {
         let mut cut = 0;
-        while let Some(&(id, end)) = self.pending.front() {
+        while let Some(&(_, end, _)) = self.pending.front() {
             if end > safe {
                 break;
             }
-            self.pending.pop_front();
+            let Some((id, _, score)) = self.pending.pop_front() else {
+                break;
+            };
             let piece_end = char_floor(&self.buf[..safe], end);
-            if self.emit(id, cut, piece_end) == SinkControl::Stop {
+            if self.emit(id, cut, piece_end, score) == SinkControl::Stop {
                 self.drain(piece_end);
                 return SinkControl::Stop;
             }
@@ -118,14 +137,14 @@ impl<'s> TextStreamer<'s> {
     /// Releases every held token, with text cut at `limit`.
     fn release_all(&mut self, limit: usize) {
         let mut cut = 0;
-        while let Some((id, end)) = self.pending.pop_front() {
+        while let Some((id, end, score)) = self.pending.pop_front() {
             let piece_end = if self.pending.is_empty() {
                 limit
             } else {
                 char_floor(&self.buf[..limit], end.min(limit))
             }
             .max(cut);
-            if self.emit(id, cut, piece_end) == SinkControl::Stop {
+            if self.emit(id, cut, piece_end, score) == SinkControl::Stop {
                 break;
             }
             cut = piece_end;
@@ -134,10 +153,13 @@ impl<'s> TextStreamer<'s> {
         self.buf.clear();
     }
 
-    fn emit(&mut self, id: u32, from: usize, to: usize) -> SinkControl {
+    fn emit(&mut self, id: u32, from: usize, to: usize, score: Option<Score>) -> SinkControl {
         self.emitted_tokens += 1;
         let piece = String::from_utf8_lossy(&self.buf[from..to]);
-        self.sink.token(id, &piece)
+        match score {
+            Some(s) => self.sink.scored_token(id, &piece, s.logprob, &s.top),
+            None => self.sink.token(id, &piece),
+        }
     }
 
     fn drain(&mut self, n: usize) {
@@ -145,7 +167,7 @@ impl<'s> TextStreamer<'s> {
             return;
         }
         self.buf.drain(..n);
-        for (_, end) in self.pending.iter_mut() {
+        for (_, end, _) in self.pending.iter_mut() {
             *end -= n;
         }
     }

@@ -17,6 +17,7 @@
 
 use crate::abi::{GenerateRequest, GenerationStats, StopReason};
 use crate::decode::{prompt_ids, GenerationTracker};
+use crate::emit::Score;
 use crate::error::EngineError;
 use crate::sampling::Sampler;
 use crate::sdk::Sink;
@@ -95,6 +96,10 @@ pub fn run(
 
     let mut pos = decoding.prompt_ids().len();
     let mut bytes = Vec::new();
+    // The raw logits, kept for log-probabilities when the sink wants them (sampling
+    // transforms `logits` in place).
+    let top = decoding.top_logprobs();
+    let mut raw = Vec::new();
     let reason = loop {
         if logits.len() != vocab.size as usize {
             return Err(EngineError::internal(format!(
@@ -103,10 +108,17 @@ pub fn run(
                 vocab.size
             )));
         }
+        if top.is_some() {
+            raw.clone_from(&logits);
+        }
         let id = sampler.sample(&mut logits, decoding.history());
         bytes.clear();
         (vocab.bytes)(id, &mut bytes)?;
-        if let Some(reason) = decoding.accept(id, &bytes) {
+        let score = top.map(|k| {
+            let (logprob, top) = crate::ext::logprobs(&raw, id, k);
+            Score { logprob, top }
+        });
+        if let Some(reason) = decoding.accept_scored(id, &bytes, score) {
             break reason;
         }
         model.forward(&[id], pos, &mut logits)?;

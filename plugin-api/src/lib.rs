@@ -37,6 +37,7 @@ pub mod cancel;
 pub mod decode;
 pub mod emit;
 pub mod error;
+pub mod ext;
 pub mod generate;
 pub mod log;
 pub mod sampling;

@@ -7,7 +7,9 @@
 //! host.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use abi_stable::{
     prefix_type::PrefixTypeTrait,
@@ -21,6 +23,9 @@ use crate::abi::{
     SinkControl, SinkRef, PLUGIN_API_VERSION,
 };
 use crate::error::{EngineError, ErrorKind};
+use crate::ext::{
+    ExtensionsV1, ExtensionsV1Export, LogprobSinkRef, TokenLogprob, MAX_TOP_LOGPROBS,
+};
 
 /// An engine: created once per manifest, loads models.
 pub trait Engine: Send + Sync + Sized + 'static {
@@ -63,6 +68,13 @@ pub trait Model: Send + Sync + 'static {
         request: &GenerateRequest,
         sink: &mut dyn Sink,
     ) -> Result<GenerationStats, EngineError>;
+
+    /// Whether `generate` gives a sink that asks ([`Sink::top_logprobs`]) each token's
+    /// log-probability ([`Sink::scored_token`]). The kit's loop ([`crate::generate::run`])
+    /// does; an engine with its own loop says so once it does too.
+    fn logprobs(&self) -> bool {
+        false
+    }
 }
 
 /// Where a generation's tokens go: the host's token sink (through the ABI), or any
@@ -75,6 +87,26 @@ pub trait Sink {
     /// prefill chunks). Closures are never cancelled this way.
     fn cancelled(&self) -> bool {
         false
+    }
+
+    /// How many alternatives per token the caller wants with log-probabilities
+    /// (`None`: none; then [`Sink::scored_token`] is never called).
+    fn top_logprobs(&self) -> Option<usize> {
+        None
+    }
+
+    /// A generated token with its log-probability and the most likely tokens at its
+    /// position (best first), instead of [`Sink::token`] when [`Sink::top_logprobs`]
+    /// asked for them.
+    fn scored_token(
+        &mut self,
+        id: u32,
+        piece: &str,
+        logprob: f32,
+        top: &[TokenLogprob],
+    ) -> SinkControl {
+        let _ = (logprob, top);
+        self.token(id, piece)
     }
 }
 
@@ -183,33 +215,80 @@ impl<E: Engine> EngineApi for EngineAdapter<E> {
         // the panic's message instead of turning into an empty default later.
         let loaded = guard("load_model", || self.0.load_model(&request)).and_then(|model| {
             let mut info = guard("model info", || Ok(model.info()))?;
-            add_model_capabilities(&mut info);
-            Ok(ModelAdapter { model, info })
+            add_model_capabilities(&mut info, model.logprobs());
+            Ok(ModelAdapter::register(model, info))
         });
         to_abi(loaded, |m| ModelApi_TO::from_value(m, TD_Opaque))
     }
 }
 
-/// Fills in [`MODEL_CAPABILITIES_KEY`] when the engine did not: what the kit can tell
-/// from the model's facts (a chat template).
-fn add_model_capabilities(info: &mut ModelInfo) {
-    use crate::abi::{lookup, MODEL_CAPABILITIES_KEY};
-    if lookup(info.extensions.as_slice(), MODEL_CAPABILITIES_KEY).is_some() {
-        return;
+/// Fills in [`MODEL_CAPABILITIES_KEY`] when the engine did not (what the kit can tell
+/// from the model's facts: a chat template), and adds `logprobs` when the model
+/// reports them.
+fn add_model_capabilities(info: &mut ModelInfo, logprobs: bool) {
+    use crate::abi::{KeyValue, MODEL_CAPABILITIES_KEY};
+    let given = info
+        .extensions
+        .iter()
+        .position(|kv| kv.key.as_str() == MODEL_CAPABILITIES_KEY);
+    let mut caps = match given {
+        Some(i) => Capabilities::from_names(info.extensions.remove(i).value.as_str()),
+        None if info.chat_template.is_some() => {
+            Capabilities::STREAMING | Capabilities::TOKENIZE | Capabilities::CHAT_TEMPLATE
+        }
+        None => Capabilities::STREAMING | Capabilities::TOKENIZE,
+    };
+    if logprobs {
+        caps = caps | Capabilities::LOGPROBS;
     }
-    let mut caps = Capabilities::STREAMING | Capabilities::TOKENIZE;
-    if info.chat_template.is_some() {
-        caps = caps | Capabilities::CHAT_TEMPLATE;
-    }
-    info.extensions.push(crate::abi::KeyValue::new(
+    info.extensions.push(KeyValue::new(
         MODEL_CAPABILITIES_KEY,
         caps.names().join(","),
     ));
 }
 
+/// The loaded models of this plugin library by handle, for the extension calls
+/// ([`crate::ext`]), which name a model by the handle in its info.
+static MODELS: Mutex<Option<HashMap<u64, Weak<dyn Model>>>> = Mutex::new(None);
+
+fn models() -> std::sync::MutexGuard<'static, Option<HashMap<u64, Weak<dyn Model>>>> {
+    MODELS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 struct ModelAdapter<M: Model> {
-    model: M,
+    model: Arc<M>,
     info: ModelInfo,
+    handle: u64,
+}
+
+impl<M: Model> ModelAdapter<M> {
+    /// Gives `model` a handle (published in its info) and registers it.
+    fn register(model: M, mut info: ModelInfo) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let handle = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let model = Arc::new(model);
+        let weak: Weak<dyn Model> = Arc::downgrade(&model) as Weak<dyn Model>;
+        models()
+            .get_or_insert_with(HashMap::new)
+            .insert(handle, weak);
+        info.extensions.push(crate::abi::KeyValue::new(
+            crate::ext::MODEL_HANDLE_KEY,
+            handle.to_string(),
+        ));
+        ModelAdapter {
+            model,
+            info,
+            handle,
+        }
+    }
+}
+
+impl<M: Model> Drop for ModelAdapter<M> {
+    fn drop(&mut self) {
+        if let Some(map) = models().as_mut() {
+            map.remove(&self.handle);
+        }
+    }
 }
 
 impl<M: Model> ModelApi for ModelAdapter<M> {
@@ -262,6 +341,89 @@ impl<M: Model> ModelApi for ModelAdapter<M> {
     }
 }
 
+/// The host's log-probability sink seen as a [`Sink`].
+struct ScoringHostSink<'a, 'b> {
+    sink: &'a mut LogprobSinkRef<'b>,
+    top: usize,
+    cancel_id: Option<u64>,
+}
+
+impl Sink for ScoringHostSink<'_, '_> {
+    fn token(&mut self, id: u32, piece: &str) -> SinkControl {
+        // An engine that reports no score for this token: NaN says so.
+        self.sink
+            .on_token(id, RStr::from(piece), f32::NAN, RSlice::from_slice(&[]))
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel_id.is_some_and(crate::cancel::is_cancelled)
+    }
+
+    fn top_logprobs(&self) -> Option<usize> {
+        Some(self.top)
+    }
+
+    fn scored_token(
+        &mut self,
+        id: u32,
+        piece: &str,
+        logprob: f32,
+        top: &[TokenLogprob],
+    ) -> SinkControl {
+        self.sink
+            .on_token(id, RStr::from(piece), logprob, RSlice::from_slice(top))
+    }
+}
+
+/// [`ExtensionsV1::generate_with_logprobs`]. Never unwinds.
+extern "C" fn generate_with_logprobs(
+    handle: u64,
+    request: GenerateRequest,
+    top: u32,
+    mut sink: LogprobSinkRef<'_>,
+) -> RResult<GenerationStats, EngineError> {
+    let result = guard("generate_with_logprobs", || {
+        let model = models()
+            .as_ref()
+            .and_then(|map| map.get(&handle))
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| {
+                EngineError::invalid_request(format!("no loaded model has handle {handle}"))
+            })?;
+        if !model.logprobs() {
+            return Err(EngineError::new(
+                ErrorKind::Unsupported,
+                "this engine does not report token log-probabilities",
+            ));
+        }
+        if top > MAX_TOP_LOGPROBS {
+            return Err(EngineError::invalid_request(format!(
+                "{top} alternatives per token were asked for; at most {MAX_TOP_LOGPROBS}"
+            )));
+        }
+        let mut host = ScoringHostSink {
+            cancel_id: crate::cancel::request_id(&request),
+            top: top as usize,
+            sink: &mut sink,
+        };
+        model.generate(&request, &mut host)
+    });
+    to_abi(result, |s| s)
+}
+
+/// The extension table every plugin built with this kit exports.
+static EXTENSIONS_V1: ExtensionsV1 = ExtensionsV1 {
+    generate_with_logprobs,
+};
+
+/// What `runanywhere_plugin_extensions_v1` returns (used by [`crate::export_plugin!`]).
+pub fn extensions_v1() -> ExtensionsV1Export {
+    ExtensionsV1Export {
+        layout: crate::ext::expected_layout(),
+        table: &EXTENSIONS_V1,
+    }
+}
+
 /// The `init` entry point for engine type `E`. Never unwinds.
 pub extern "C" fn init_engine<E: Engine>(request: InitRequest) -> RResult<EngineBox, EngineError> {
     to_abi(guard("init", || E::init(&request)), |engine| {
@@ -310,6 +472,14 @@ macro_rules! export_plugin {
                 probe: $crate::cancel::CancelProbe,
             ) {
                 $crate::cancel::install(probe);
+            }
+
+            /// The extension calls of plugin ABI 1 (optional for the host: see
+            /// `runanywhere_plugin_api::ext`).
+            #[no_mangle]
+            pub extern "C" fn runanywhere_plugin_extensions_v1() -> $crate::ext::ExtensionsV1Export
+            {
+                $crate::sdk::extensions_v1()
             }
 
             /// The plugin's root module, found by the host through abi_stable.

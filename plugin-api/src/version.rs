@@ -9,6 +9,7 @@
 //! |---------|--------|
 //! | 1       | First version: `init` → engine object (`info`, `load_model`); model object (`info`, `tokenize`, `detokenize`, `token_piece`, `generate` with a token sink); error and stop-reason codes; capability bits; `extensions` key/value lists on requests and infos. |
 //! | 1 (additions, crate 0.1.0 still) | Error code 8 `Unsupported`. Optional exported symbols, looked up by the host after the version check and before anything else is called: `runanywhere_plugin_set_logger_v1` (plugin `tracing` events reach the host's log, [`crate::log`]) and `runanywhere_plugin_set_cancel_probe_v1` with the request extension `runanywhere.cancel_id` (cancellation between prefill chunks, [`crate::cancel`]). The host loads API versions `MIN_SUPPORTED_API_VERSION..=PLUGIN_API_VERSION`. Plugins built before these load and work unchanged (tests/integration/compat.rs). |
+//! | 1 (additions, crate 0.1.0 still) | Extension calls ([`crate::ext`]): the optional exported `runanywhere_plugin_extensions_v1` returns a table of `extern "C"` calls (`ExtensionsV1`: `generate_with_logprobs`) with its type layout, which the host checks with abi_stable's checker before use; models carry their handle for it in `ModelInfo.extensions` (`runanywhere.model_handle`) and the `logprobs` capability. Plugins without the symbol load and work; the new calls answer `Unsupported` for them. |
 //!
 //! # The compatibility key is this crate's package version
 //!

@@ -23,11 +23,23 @@ use tokio::sync::mpsc;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
+/// A token's log-probability, ready for the APIs: its bytes, and the alternatives with
+/// their text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    /// `ln p` of the token (NaN: the engine gave none).
+    pub logprob: f32,
+    /// The token's own bytes (may be part of a character).
+    pub bytes: Vec<u8>,
+    /// The most likely tokens at its position, best first: bytes and `ln p`.
+    pub top: Vec<(Vec<u8>, f32)>,
+}
+
 /// What a running generation reports.
 #[derive(Debug)]
 pub enum Event {
-    /// A generated token: id and text piece.
-    Token(u32, String),
+    /// A generated token: id, text piece, and its score when asked for.
+    Token(u32, String, Option<Score>),
     /// The generation ended.
     Done(Result<GenerationStats, Error>),
 }
@@ -149,9 +161,10 @@ impl Job {
         let mut out = Collected::default();
         while let Some(event) = self.events.recv().await {
             match event {
-                Event::Token(id, piece) => {
+                Event::Token(id, piece, score) => {
                     out.ids.push(id);
                     out.text.push_str(&piece);
+                    out.scores.extend(score);
                 }
                 Event::Done(Ok(stats)) => {
                     if self.timed_out() {
@@ -195,6 +208,8 @@ pub struct Collected {
     pub ids: Vec<u32>,
     /// The generated text.
     pub text: String,
+    /// The tokens' scores, when asked for.
+    pub scores: Vec<Score>,
     /// The engine's stats.
     pub stats: GenerationStats,
 }
@@ -217,6 +232,7 @@ pub fn start(
     model: LoadedModel,
     request: GenerateRequest,
     keep_alive: Option<KeepAlive>,
+    logprobs: Option<u32>,
 ) -> Result<Job, ApiError> {
     let cancel = CancelToken::new();
     let admission = jobs.admit(model.key(), limits.per_model, &cancel)?;
@@ -240,7 +256,7 @@ pub fn start(
         let _admission = admission;
         let start = Instant::now();
         let mut last: Option<Instant> = None;
-        let result = model.generate(request, &turn, |id, piece| {
+        let mut send = |id: u32, piece: &str, score: Option<Score>| {
             let now = Instant::now();
             match last {
                 None => metrics.first_token(now - start),
@@ -248,11 +264,25 @@ pub fn start(
             }
             last = Some(now);
             // A closed channel is a client that left: stop at once.
-            match tx.blocking_send(Event::Token(id, piece.to_string())) {
+            match tx.blocking_send(Event::Token(id, piece.to_string(), score)) {
                 Ok(()) => SinkControl::Continue,
                 Err(_) => SinkControl::Stop,
             }
-        });
+        };
+        let result = match logprobs {
+            None => model.generate(request, &turn, |id, piece| send(id, piece, None)),
+            Some(top) => {
+                let bytes = |id: u32| model.model().token_piece(id).unwrap_or_default();
+                model.generate_with_logprobs(request, top, &turn, |t| {
+                    let score = Score {
+                        logprob: t.logprob,
+                        bytes: bytes(t.id),
+                        top: t.top.iter().map(|a| (bytes(a.id), a.logprob)).collect(),
+                    };
+                    send(t.id, t.piece, Some(score))
+                })
+            }
+        };
         if let Ok(stats) = &result {
             metrics.tokens(
                 stats.prompt_ids.len() as u64,

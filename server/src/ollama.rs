@@ -279,7 +279,7 @@ async fn respond(
     load: Duration,
     wrap: fn(&str) -> Map<String, Value>,
 ) -> Result<Response> {
-    let job = state.generate(loaded, request, keep)?;
+    let job = state.generate(loaded, request, keep, None)?;
     let base = move |fields: Map<String, Value>| {
         let mut object = Map::new();
         object.insert("model".into(), json!(model_name));

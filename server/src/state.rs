@@ -120,6 +120,7 @@ impl AppState {
         model: LoadedModel,
         request: GenerateRequest,
         keep_alive: Option<KeepAlive>,
+        logprobs: Option<u32>,
     ) -> Result<Job, ApiError> {
         let parallel = if model
             .model()
@@ -141,6 +142,7 @@ impl AppState {
             model,
             request,
             keep_alive,
+            logprobs,
         )
     }
 

@@ -7,7 +7,7 @@ use futures_util::Stream;
 use runanywhere::{GenerationStats, StopReason};
 
 use crate::error::ApiError;
-use crate::jobs::{ended_without_result, Event, Job};
+use crate::jobs::{ended_without_result, Event, Job, Score};
 
 /// One step of a generation as a client sees it.
 #[derive(Debug)]
@@ -18,6 +18,8 @@ pub enum Step {
         id: u32,
         /// Its text (whole UTF-8, never part of a stop string).
         piece: String,
+        /// Its log-probability, when asked for.
+        score: Option<Score>,
     },
     /// The generation ended normally.
     Finished(GenerationStats),
@@ -30,7 +32,9 @@ pub fn steps(job: Job) -> impl Stream<Item = Step> + Send {
     futures_util::stream::unfold(Some(job), |job| async move {
         let mut job = job?;
         let step = match job.events.recv().await {
-            Some(Event::Token(id, piece)) => return Some((Step::Token { id, piece }, Some(job))),
+            Some(Event::Token(id, piece, score)) => {
+                return Some((Step::Token { id, piece, score }, Some(job)))
+            }
             Some(Event::Done(_)) if job.timed_out() => Step::Failed(job.timeout_error()),
             Some(Event::Done(Ok(stats))) => Step::Finished(stats),
             Some(Event::Done(Err(e))) => Step::Failed(e.into()),

@@ -90,7 +90,31 @@ fn a_plugin_built_against_abi_1_0_loads_and_runs_in_todays_host() {
     assert_eq!(old.info().vocab_size, new.info().vocab_size);
     // It reports no per-model capabilities (they came later): the host derives them.
     assert!(old.capabilities().names().is_empty());
-    assert_eq!(new.capabilities().names(), ["streaming", "tokenize"]);
+    assert_eq!(
+        new.capabilities().names(),
+        ["streaming", "tokenize", "logprobs"]
+    );
+
+    // The extension calls came later too: asking the old plugin is a clear Unsupported,
+    // while today's gives each token its score (greedy: the most likely alternative).
+    let err = old
+        .generate_with_logprobs(request(Prompt::Text("hello".into()), 5), 2, None, |_| {
+            SinkControl::Continue
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), runanywhere::ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("built before"), "{err}");
+    let mut scored = Vec::new();
+    new.generate_with_logprobs(request(Prompt::Text("hello".into()), 5), 2, None, |t| {
+        scored.push((t.id, t.logprob, t.top.to_vec()));
+        SinkControl::Continue
+    })
+    .unwrap();
+    assert_eq!(scored.len(), 5);
+    for (id, logprob, top) in &scored {
+        assert_eq!((top.len(), top[0].id, top[0].logprob), (2, *id, *logprob));
+        assert!(*logprob <= 0.0 && top[1].logprob <= top[0].logprob);
+    }
 
     // It generates, and the host's sink and stop reasons work with it.
     let mut ids = Vec::new();

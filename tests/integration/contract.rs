@@ -228,6 +228,7 @@ fn models_report_what_they_can_do() {
         "{:?}",
         phi3.names()
     );
+    assert!(stories.contains(runanywhere::Capabilities::LOGPROBS));
     let mock = caps("mock", PathBuf::from("mock"), false);
-    assert_eq!(mock.names(), ["streaming", "tokenize"]);
+    assert_eq!(mock.names(), ["streaming", "tokenize", "logprobs"]);
 }

@@ -12,6 +12,7 @@ mod example_engine;
 mod faults;
 mod hardening;
 mod llama;
+mod logprobs;
 mod mock_cli;
 mod onnx;
 mod routing;

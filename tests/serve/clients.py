@@ -99,8 +99,30 @@ def main():
           echoed.choices[0].text)
 
     # What the server cannot do is a clear error naming the field.
+    # Log-probabilities: greedy tokens are their own best alternative, and the tokens
+    # spell the text.
+    scored = client.chat.completions.create(model=model, messages=chat["messages"], max_tokens=chat["max_tokens"],
+                                            temperature=0, logprobs=True, top_logprobs=2)
+    content = scored.choices[0].logprobs.content
+    check(scored.choices[0].message.content == chat["text"] and len(content) == chat["completion_tokens"],
+          "chat logprobs: one per token", len(content))
+    check(all(t.top_logprobs[0].token == t.token and t.top_logprobs[0].logprob == t.logprob
+              and len(t.top_logprobs) == 2 and t.logprob <= 0 for t in content), "greedy tokens are the top alternative")
+    spelled = b"".join(bytes(t.bytes) for t in content).decode("utf-8", "replace")
+    check(chat["text"] in spelled, "the tokens' bytes spell the reply", spelled)
+    streamed = []
+    for chunk in client.chat.completions.create(model=model, messages=chat["messages"], max_tokens=chat["max_tokens"],
+                                                temperature=0, logprobs=True, top_logprobs=1, stream=True):
+        for choice in chunk.choices:
+            if choice.logprobs and choice.logprobs.content:
+                streamed.extend(choice.logprobs.content)
+    check([t.logprob for t in streamed] == [t.logprob for t in content], "streamed chat logprobs", len(streamed))
+    legacy = client.completions.create(model=model, prompt=comp["prompt"], max_tokens=5, temperature=0, logprobs=2)
+    lp = legacy.choices[0].logprobs
+    check(len(lp.tokens) == 5 and len(lp.top_logprobs[0]) <= 2 and lp.text_offset[0] == 0, "completions logprobs", lp)
+
     for kwargs, param in [({"n": 2}, "n"), ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-                          ({"logprobs": True}, "logprobs")]:
+                          ({"presence_penalty": 0.5}, "presence_penalty")]:
         try:
             client.chat.completions.create(model=model, messages=chat["messages"], max_tokens=4, **kwargs)
             check(False, f"{param} refused")

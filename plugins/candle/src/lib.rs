@@ -157,6 +157,11 @@ impl CandleModel {
 }
 
 impl Model for CandleModel {
+    fn logprobs(&self) -> bool {
+        // The kit's generation loop scores the tokens.
+        true
+    }
+
     fn info(&self) -> ModelInfo {
         self.info.clone()
     }

@@ -59,6 +59,7 @@ use llama_cpp_2::{DecodeError, LlamaModelLoadError, LogOptions};
 use runanywhere_formats::gguf::{self, GgufSummary};
 use runanywhere_formats::FileError;
 use runanywhere_plugin_api::decode::{self, prompt_ids, GenerationTracker};
+use runanywhere_plugin_api::emit::Score;
 use runanywhere_plugin_api::sdk::{Engine, Model};
 use runanywhere_plugin_api::{
     Capabilities, EngineError, EngineInfo, ErrorKind, GenerateRequest, GenerationStats,
@@ -422,6 +423,10 @@ impl LlamaCppModel {
 }
 
 impl Model for LlamaCppModel {
+    fn logprobs(&self) -> bool {
+        true
+    }
+
     fn info(&self) -> ModelInfo {
         self.info.clone()
     }
@@ -532,13 +537,21 @@ impl Model for LlamaCppModel {
         // Decode: sample, hand the token over, run the model on it.
         let vocab = self.model.vocab();
         let mut pos = prompt.len();
+        let top = decoding.top_logprobs();
         let reason = loop {
             let token = sampler.sample(ctx, logits_index);
             let id = u32::try_from(token.0).map_err(|_| {
                 EngineError::internal(format!("llama.cpp sampled token id {}", token.0))
             })?;
             let piece = vocab.token_to_piece(token, false, None);
-            if let Some(reason) = decoding.accept(id, &piece) {
+            // The sampler reads the context's logits without changing them: they are the
+            // model's distribution, scored by the kit like every engine's.
+            let score = top.map(|k| {
+                let (logprob, top) =
+                    runanywhere_plugin_api::ext::logprobs(ctx.get_logits_ith(logits_index), id, k);
+                Score { logprob, top }
+            });
+            if let Some(reason) = decoding.accept_scored(id, &piece, score) {
                 break reason;
             }
             batch.clear();

@@ -142,6 +142,11 @@ impl MockModel {
 }
 
 impl Model for MockModel {
+    fn logprobs(&self) -> bool {
+        // The kit's generation loop scores the tokens.
+        true
+    }
+
     fn info(&self) -> ModelInfo {
         ModelInfo {
             architecture: "mock".into(),

@@ -96,6 +96,11 @@ impl Engine for OnnxEngine {
 }
 
 impl Model for OnnxModel {
+    fn logprobs(&self) -> bool {
+        // The kit's generation loop scores the tokens.
+        true
+    }
+
     fn info(&self) -> ModelInfo {
         OnnxModel::info(self)
     }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::request::{refuse_unknown, Sampling, IGNORED};
-use super::{completion_id, usage};
+use super::{chat_logprobs, chat_token_logprob, completion_id, usage};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::{blocking, AppState};
@@ -138,6 +138,7 @@ pub async fn handle(
 ) -> Result<Response, ApiError> {
     refuse_unknown(&body.other, UNSUPPORTED, IGNORED)?;
     let options = body.sampling.options(state.config.max_tokens)?;
+    let logprobs = body.sampling.logprobs()?;
     let messages = messages(&body.messages)?;
     if messages.is_empty() {
         return Err(ApiError::bad_request("`messages` is empty").with_param("messages"));
@@ -163,7 +164,7 @@ pub async fn handle(
         );
     }
     let engine = loaded.model().engine_id().to_string();
-    let job = state.generate(loaded, prepared.request, None)?;
+    let job = state.generate(loaded, prepared.request, None, logprobs)?;
     let (id, created, model) = (completion_id("chatcmpl"), AppState::unix_now(), target.name);
     let fingerprint = format!("runanywhere-{engine}");
     if !stream {
@@ -177,7 +178,7 @@ pub async fn handle(
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": done.text},
-                "logprobs": null,
+                "logprobs": logprobs.map(|_| chat_logprobs(&done.scores)),
                 "finish_reason": finish_reason(done.stats.stop_reason()),
             }],
             "usage": usage(&done.stats),
@@ -199,7 +200,19 @@ pub async fn handle(
     let events = steps(job).flat_map(move |step| {
         let mut out = Vec::new();
         match step {
-            Step::Token { piece, .. } => out.push(token.render(&piece)),
+            Step::Token {
+                piece, score: None, ..
+            } => out.push(token.render(&piece)),
+            Step::Token {
+                piece,
+                score: Some(score),
+                ..
+            } => {
+                let mut c = chunk(json!({"content": piece}), None);
+                c["choices"][0]["logprobs"] =
+                    json!({"content": [chat_token_logprob(&score)], "refusal": null});
+                out.push(c.to_string());
+            }
             Step::Finished(stats) => {
                 out.push(chunk(json!({}), Some(finish_reason(stats.stop_reason()))).to_string());
                 if include_usage {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::request::{refuse_unknown, Sampling, IGNORED};
-use super::{completion_id, usage};
+use super::{completion_id, completion_logprobs, usage};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::{blocking, AppState};
@@ -80,6 +80,7 @@ pub async fn handle(
 ) -> Result<Response, ApiError> {
     refuse_unknown(&body.other, UNSUPPORTED, IGNORED)?;
     let options = body.sampling.options(state.config.max_tokens)?;
+    let logprobs = body.sampling.logprobs()?;
     let prompt = prompt(body.prompt)?;
     let stream = body.stream.unwrap_or(false);
     let include_usage = body
@@ -99,7 +100,7 @@ pub async fn handle(
         String::new()
     };
     let request = options.request(prompt, options.seed_or_random());
-    let job = state.generate(loaded, request, None)?;
+    let job = state.generate(loaded, request, None, logprobs)?;
     let (id, created, model) = (completion_id("cmpl"), AppState::unix_now(), target.name);
     if !stream {
         let done = job.collect().await?;
@@ -110,8 +111,8 @@ pub async fn handle(
             "model": model,
             "choices": [{
                 "index": 0,
+                "logprobs": logprobs.map(|_| completion_logprobs(&done.scores, echo.len())),
                 "text": echo + &done.text,
-                "logprobs": null,
                 "finish_reason": finish_reason(done.stats.stop_reason()),
             }],
             "usage": usage(&done.stats),
@@ -133,10 +134,24 @@ pub async fn handle(
         vec![chunk(&echo, None).to_string()]
     };
     let token = Frame::new(&chunk(Frame::SLOT, None));
+    let mut offset = echo.len();
     let events = steps(job).flat_map(move |step| {
         let mut out = Vec::new();
         match step {
-            Step::Token { piece, .. } => out.push(token.render(&piece)),
+            Step::Token {
+                piece, score: None, ..
+            } => out.push(token.render(&piece)),
+            Step::Token {
+                piece,
+                score: Some(score),
+                ..
+            } => {
+                let mut c = chunk(&piece, None);
+                c["choices"][0]["logprobs"] =
+                    completion_logprobs(std::slice::from_ref(&score), offset);
+                offset += score.bytes.len();
+                out.push(c.to_string());
+            }
             Step::Finished(stats) => {
                 out.push(chunk("", Some(finish_reason(stats.stop_reason()))).to_string());
                 if include_usage {

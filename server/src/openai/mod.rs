@@ -14,7 +14,62 @@ use runanywhere::GenerationStats;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::jobs::Score;
 use crate::state::{blocking, AppState};
+
+/// A log-probability as JSON (`null` where the engine gave none).
+fn number(x: f32) -> Value {
+    if x.is_finite() {
+        json!(x)
+    } else {
+        Value::Null
+    }
+}
+
+/// Chat's log-probability object for one token (`token`, `logprob`, `bytes`,
+/// `top_logprobs`).
+pub fn chat_token_logprob(score: &Score) -> Value {
+    let top: Vec<Value> = score
+        .top
+        .iter()
+        .map(|(bytes, lp)| {
+            json!({"token": String::from_utf8_lossy(bytes), "logprob": number(*lp), "bytes": bytes})
+        })
+        .collect();
+    json!({
+        "token": String::from_utf8_lossy(&score.bytes),
+        "logprob": number(score.logprob),
+        "bytes": score.bytes,
+        "top_logprobs": top,
+    })
+}
+
+/// Chat's `logprobs` of a choice.
+pub fn chat_logprobs(scores: &[Score]) -> Value {
+    json!({"content": scores.iter().map(chat_token_logprob).collect::<Vec<_>>(), "refusal": null})
+}
+
+/// Completions' `logprobs` (`tokens`, `token_logprobs`, `top_logprobs`, `text_offset`),
+/// offsets counted in bytes of the text from `offset`.
+pub fn completion_logprobs(scores: &[Score], mut offset: usize) -> Value {
+    let mut tokens = Vec::new();
+    let mut logprobs = Vec::new();
+    let mut tops = Vec::new();
+    let mut offsets = Vec::new();
+    for s in scores {
+        tokens.push(json!(String::from_utf8_lossy(&s.bytes)));
+        logprobs.push(number(s.logprob));
+        let top: serde_json::Map<String, Value> = s
+            .top
+            .iter()
+            .map(|(b, lp)| (String::from_utf8_lossy(b).into_owned(), number(*lp)))
+            .collect();
+        tops.push(Value::Object(top));
+        offsets.push(json!(offset));
+        offset += s.bytes.len();
+    }
+    json!({"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets})
+}
 
 /// A response id: `prefix-<time><counter>`, unique within the process.
 pub fn completion_id(prefix: &str) -> String {

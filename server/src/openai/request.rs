@@ -70,21 +70,6 @@ impl Sampling {
                 ));
             }
         }
-        let wants_logprobs = match &self.logprobs {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
-            Some(Value::Number(n)) => n.as_u64() != Some(0),
-            Some(_) => true,
-        };
-        if wants_logprobs || self.top_logprobs.is_some_and(|k| k > 0) {
-            return Err(ApiError::unsupported_field(
-                if wants_logprobs {
-                    "logprobs"
-                } else {
-                    "top_logprobs"
-                },
-                "no engine reports token log-probabilities through the plugin ABI yet",
-            ));
-        }
         if let Some(t) = self.temperature {
             if !(0.0..=2.0).contains(&t) {
                 return Err(out_of_range("temperature", "between 0 and 2"));
@@ -145,6 +130,51 @@ impl Sampling {
             return Err(out_of_range("stop", "non-empty strings"));
         }
         Ok(o)
+    }
+}
+
+impl Sampling {
+    /// How many alternatives per token the request wants with log-probabilities
+    /// (`None`: no log-probabilities): chat's `logprobs: true` with `top_logprobs`, or
+    /// completions' `logprobs: N`.
+    pub fn logprobs(&self) -> Result<Option<u32>, ApiError> {
+        let max = runanywhere::MAX_TOP_LOGPROBS;
+        let top = match (&self.logprobs, self.top_logprobs) {
+            (None | Some(Value::Null) | Some(Value::Bool(false)), None) => return Ok(None),
+            (None | Some(Value::Null) | Some(Value::Bool(false)), Some(_)) => {
+                return Err(
+                    ApiError::bad_request("`top_logprobs` needs `logprobs: true`")
+                        .with_param("top_logprobs"),
+                )
+            }
+            (Some(Value::Bool(true)), k) => k.unwrap_or(0),
+            (Some(Value::Number(n)), None) => match n.as_u64() {
+                Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+                None => {
+                    return Err(out_of_range(
+                        "logprobs",
+                        "a count of alternatives or a boolean",
+                    ))
+                }
+            },
+            _ => {
+                return Err(out_of_range(
+                    "logprobs",
+                    "a boolean (chat) or a number (completions)",
+                ))
+            }
+        };
+        if top > max {
+            return Err(ApiError::bad_request(format!(
+                "{top} alternatives per token were asked for; at most {max}"
+            ))
+            .with_param(if self.top_logprobs.is_some() {
+                "top_logprobs"
+            } else {
+                "logprobs"
+            }));
+        }
+        Ok(Some(top))
     }
 }
 
@@ -213,10 +243,6 @@ mod tests {
             .options(100)
             .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("presence_penalty"));
-        let e = sampling(serde_json::json!({"logprobs": true}))
-            .options(100)
-            .unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("logprobs"));
         assert!(
             sampling(serde_json::json!({"logprobs": false, "presence_penalty": 0}))
                 .options(9)
@@ -226,6 +252,23 @@ mod tests {
             .options(100)
             .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("temperature"));
+    }
+
+    #[test]
+    fn logprobs_take_chat_and_completion_shapes() {
+        let lp = |v: Value| sampling(v).logprobs();
+        assert_eq!(lp(serde_json::json!({})).unwrap(), None);
+        assert_eq!(lp(serde_json::json!({"logprobs": true})).unwrap(), Some(0));
+        assert_eq!(
+            lp(serde_json::json!({"logprobs": true, "top_logprobs": 5})).unwrap(),
+            Some(5)
+        );
+        assert_eq!(lp(serde_json::json!({"logprobs": 3})).unwrap(), Some(3));
+        assert_eq!(lp(serde_json::json!({"logprobs": false})).unwrap(), None);
+        let e = lp(serde_json::json!({"top_logprobs": 2})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("top_logprobs"));
+        let e = lp(serde_json::json!({"logprobs": true, "top_logprobs": 21})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("top_logprobs"));
     }
 
     #[test]
