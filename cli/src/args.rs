@@ -312,6 +312,12 @@ pub(crate) struct BenchArgs {
     #[arg(short, long, value_name = "N", default_value_t = 3)]
     pub(crate) runs: u32,
 
+    /// Instead: a chat of N turns (the prompt as each user message, replies of
+    /// --max-tokens): time to first token per turn, continuing the conversation (the
+    /// engine's prompt cache) and with the cache emptied first.
+    #[arg(long = "chat-turns", value_name = "N")]
+    pub(crate) chat_turns: Option<u32>,
+
     /// Context length (0 = the model's own).
     #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 0)]
     pub(crate) ctx_size: u32,

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use runanywhere::bench::bench;
+use runanywhere::bench::{bench, chat_turns, TurnTiming};
 use runanywhere::{LoadOptions, Runtime};
 
 use super::args::BenchArgs;
@@ -21,6 +21,7 @@ pub(crate) fn run(runtime: &Runtime, args: &BenchArgs) -> anyhow::Result<ExitCod
         args.engines.clone()
     };
     let mut results = Vec::new();
+    let mut chats = Vec::new();
     for id in &engines {
         let options = LoadOptions {
             engine: Some(id.clone()),
@@ -31,7 +32,17 @@ pub(crate) fn run(runtime: &Runtime, args: &BenchArgs) -> anyhow::Result<ExitCod
             ..LoadOptions::default()
         };
         let model = runtime.load_resolved(&resolved, &options)?;
+        if let Some(turns) = args.chat_turns {
+            chats.push((
+                id.clone(),
+                chat_turns(&model, &args.prompt, turns, args.max_tokens)?,
+            ));
+            continue;
+        }
         results.push(bench(&model, &args.prompt, args.max_tokens, args.runs)?);
+    }
+    if args.chat_turns.is_some() {
+        return print_turns(&chats, args.json);
     }
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -56,6 +67,38 @@ pub(crate) fn run(runtime: &Runtime, args: &BenchArgs) -> anyhow::Result<ExitCod
             r.ttft_ms,
             r.sink_tok_s
         )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_turns(chats: &[(String, Vec<TurnTiming>)], json: bool) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v: Vec<_> = chats
+            .iter()
+            .map(|(engine, turns)| serde_json::json!({"engine": engine, "turns": turns}))
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<12} {:>5} {:>7} {:>13} {:>13} {:>10}",
+        "ENGINE", "TURN", "PROMPT", "COLD TTFT ms", "WARM TTFT ms", "WARM/COLD"
+    )?;
+    for (engine, turns) in chats {
+        for t in turns {
+            writeln!(
+                out,
+                "{:<12} {:>5} {:>7} {:>13.2} {:>13.2} {:>9.0}%",
+                engine,
+                t.turn,
+                t.prompt_tokens,
+                t.cold_ttft_ms,
+                t.warm_ttft_ms,
+                100.0 * t.warm_ttft_ms / t.cold_ttft_ms.max(1e-9)
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

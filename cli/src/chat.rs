@@ -2,8 +2,8 @@
 //! template (through the library's [`ChatSession`]). Reads stdin line by line, so it can
 //! be scripted when stdin is not a terminal.
 //!
-//! Each turn re-renders the whole conversation and generates from a fresh KV cache:
-//! simple and engine-independent; reusing the cache across turns is a later optimisation.
+//! Each turn continues the conversation's tokens (see [`ChatSession`]); llama.cpp's
+//! prompt cache then prefills only the new turn, other engines the whole conversation.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;

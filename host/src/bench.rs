@@ -82,3 +82,72 @@ pub fn bench(
         sink_tok_s: median(&|s| s.1),
     })
 }
+
+/// Time to first token of one turn of a growing conversation, with and without the
+/// engine's prompt cache.
+#[derive(Debug, Clone, Serialize)]
+pub struct TurnTiming {
+    /// The turn, from 1.
+    pub turn: u32,
+    /// Prompt tokens of the turn (the whole conversation so far).
+    pub prompt_tokens: usize,
+    /// TTFT with the cache emptied first (milliseconds).
+    pub cold_ttft_ms: f64,
+    /// TTFT continuing from the previous turn (milliseconds): what a chat sees.
+    pub warm_ttft_ms: f64,
+}
+
+/// A conversation of `turns` user messages (`message` each, the replies up to
+/// `max_tokens`, greedy) through a [`ChatSession`](crate::ChatSession): each turn's time
+/// to first token as the chat sees it (the previous turn in the engine's cache), and on
+/// the same model with its cache emptied first. Engines without a prompt cache give the
+/// same figure twice.
+pub fn chat_turns(
+    model: &LoadedModel,
+    message: &str,
+    turns: u32,
+    max_tokens: u32,
+) -> Result<Vec<TurnTiming>, Error> {
+    let options = GenerateOptions {
+        max_tokens,
+        ..GenerateOptions::greedy()
+    };
+    let m = model.model();
+    let mut session = crate::ChatSession::new(m, None, None)?;
+    let turn = Turn::default();
+    let run = |request: crate::GenerateRequest| -> Result<(String, Vec<u32>, crate::GenerationStats), Error> {
+        let (mut text, mut ids) = (String::new(), Vec::new());
+        let stats = model.generate(request, &turn, |id, piece| {
+            text.push_str(piece);
+            ids.push(id);
+            SinkControl::Continue
+        })?;
+        Ok((text, ids, stats))
+    };
+    let mut out = Vec::new();
+    for t in 1..=turns {
+        let prepared = session.prepare(m, message, &options, 0)?;
+        let request = prepared.request;
+        // As the chat sees it: the cache holds the conversation up to the last reply.
+        let (reply, ids, warm) = run(request.clone())?;
+        // Cold: first a one-token prompt that shares nothing with the conversation.
+        let first = warm.prompt_ids.first().copied().unwrap_or(0);
+        let other = if first == 0 { 1 } else { first - 1 };
+        let mut flush = options.request(Prompt::Ids(vec![other].into()), 0);
+        flush.max_tokens = 1;
+        run(flush)?;
+        let mut once = request.clone();
+        once.max_tokens = 1;
+        let (_, _, cold) = run(once)?;
+        // Back to the chat's state for the next turn (greedy: the same reply).
+        run(request)?;
+        session.commit(&reply, &warm, &ids);
+        out.push(TurnTiming {
+            turn: t,
+            prompt_tokens: warm.prompt_ids.len(),
+            cold_ttft_ms: cold.first_token_us as f64 / 1000.0,
+            warm_ttft_ms: warm.first_token_us as f64 / 1000.0,
+        });
+    }
+    Ok(out)
+}

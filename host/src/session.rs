@@ -5,8 +5,15 @@
 //! that goes with it), BOS de-duplication (templates usually write BOS themselves), the
 //! oldest turns dropped when the conversation outgrows the context, and the token
 //! history of the last exchange.
+//!
+//! A turn continues the conversation *as tokens*: when the new rendered prompt starts with
+//! the text of the last exchange (its prompt and the reply as generated), the request is
+//! the last exchange's ids followed by the new text's — not a re-tokenization of the
+//! whole conversation, which may split the reply differently than it was generated. So
+//! the prompt is a token-for-token extension of what the engine last ran, and an engine
+//! with a prompt cache (llama.cpp) prefills only the new turn.
 
-use runanywhere_plugin_api::{GenerateRequest, GenerationStats, Prompt};
+use runanywhere_plugin_api::{GenerateRequest, GenerationStats, Prompt, StopReason};
 
 use crate::chat::{drop_oldest_turns, ChatMessage, ChatTemplate, FALLBACK_STOP};
 use crate::engine::Model;
@@ -28,6 +35,8 @@ pub struct ChatSession {
     context_length: usize,
     /// Prompt and generated ids of the last exchange.
     history: Vec<u32>,
+    /// The text of `history`: the last prompt and the reply as generated.
+    history_text: String,
 }
 
 /// A turn ready to generate.
@@ -77,6 +86,7 @@ impl ChatSession {
             bos_text: Some(bos.into_bytes()).filter(|b| !b.is_empty()),
             context_length: info.context_length as usize,
             history: Vec::new(),
+            history_text: String::new(),
         })
     }
 
@@ -99,6 +109,7 @@ impl ChatSession {
     pub fn reset(&mut self) {
         self.messages = self.start.clone();
         self.history.clear();
+        self.history_text.clear();
     }
 
     /// Adds the user's message and builds the request for the reply, dropping the
@@ -112,13 +123,32 @@ impl ChatSession {
         seed: u64,
     ) -> Result<PreparedTurn, Error> {
         self.messages.push(ChatMessage::new("user", user));
-        match self.fit(model, options.max_tokens) {
-            Ok((dropped, prompt)) => Ok(self.turn(&prompt, options, seed, dropped)),
+        let (dropped, prompt) = match self.fit(model, options.max_tokens) {
+            Ok(fitted) => fitted,
             Err(e) => {
                 self.messages.pop();
-                Err(e)
+                return Err(e);
+            }
+        };
+        let mut turn = self.turn(&prompt, options, seed, dropped);
+        // Continue the last exchange's tokens when the new prompt extends its text.
+        if let Some(rest) = prompt
+            .strip_prefix(self.history_text.as_str())
+            .filter(|_| !self.history_text.is_empty())
+        {
+            match model.tokenize(rest, false, true) {
+                Ok(new) => {
+                    let mut ids = self.history.clone();
+                    ids.extend(new);
+                    turn.request.prompt = Prompt::Ids(ids.into());
+                }
+                Err(e) => {
+                    self.messages.pop();
+                    return Err(e);
+                }
             }
         }
+        Ok(turn)
     }
 
     /// Builds the request for the reply to a whole conversation given at once (what a
@@ -145,6 +175,7 @@ impl ChatSession {
         };
         self.messages.extend_from_slice(messages);
         self.history.clear();
+        self.history_text.clear();
         let (dropped, prompt) = self.fit(model, options.max_tokens)?;
         Ok(self.turn(&prompt, options, seed, dropped))
     }
@@ -167,11 +198,32 @@ impl ChatSession {
     }
 
     /// Records the reply to the last prepared turn.
+    /// `reply` is the text as generated (the pieces streamed), `generated` its ids.
     pub fn commit(&mut self, reply: &str, stats: &GenerationStats, generated: &[u32]) {
         self.messages
             .push(ChatMessage::new("assistant", reply.trim()));
         self.history = stats.prompt_ids.to_vec();
         self.history.extend_from_slice(generated);
+        // A reply cut at a stop string (or cancelled) has ids past its text: the next
+        // turn is tokenized from text.
+        if !matches!(
+            stats.stop_reason(),
+            StopReason::EndOfGeneration | StopReason::MaxTokens
+        ) {
+            self.history_text.clear();
+            return;
+        }
+        // The text of those ids: the prompt as rendered for them, then the reply.
+        self.history_text = match self
+            .template
+            .render(&self.messages[..self.messages.len() - 1], true)
+        {
+            Ok(prompt) => prompt + reply,
+            Err(_) => {
+                self.history.clear();
+                String::new()
+            }
+        };
     }
 
     /// Forgets the last prepared turn (its generation failed).

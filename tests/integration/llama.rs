@@ -313,3 +313,108 @@ fn scripted_two_turn_chat_keeps_the_history() {
     );
     assert_eq!(stdout, expected);
 }
+
+/// The prompt cache: a generation whose prompt shares a prefix with what the model last
+/// ran reuses those positions, and gives exactly the ids of a cold run.
+#[test]
+fn prompt_cache_reuse_is_exact_and_a_chat_turn_reuses_the_conversation() {
+    use runanywhere::{GenerateRequest, Prompt, SamplingParams};
+    let (_dir, registry) = runanywhere_tests::registry_with(&["llama-cpp"]);
+    let path = runanywhere_tests::data_dir().join("tinystories/stories260K.gguf");
+    let warm = runanywhere_tests::load_model(&registry, "llama-cpp", &path, 0, false).unwrap();
+    let request = |ids: &[u32], max: u32| {
+        let mut r = GenerateRequest::new(Prompt::Ids(ids.to_vec().into()));
+        r.max_tokens = max;
+        r.sampling = SamplingParams::greedy();
+        r
+    };
+    let reference = &runanywhere_tests::tinystories_references()[1];
+    let p1 = reference.prompt_ids.clone();
+    let (_, g1, _, _) = runanywhere_tests::generate(&warm, request(&p1, 60));
+    // Turn 2: the conversation so far, minus its last tokens, then new ones: reuse with
+    // truncation. Then a prompt that is a prefix of the cache, and one sharing nothing.
+    let mut p2 = p1.clone();
+    p2.extend_from_slice(&g1[..40]);
+    p2.extend_from_slice(&[403, 407, 261]);
+    let p3 = p2[..p1.len() + 10].to_vec();
+    let p4 = vec![1, 306, 263];
+    let turns = [p2, p3, p4, p1.clone()];
+    let warm_runs: Vec<Vec<u32>> = turns
+        .iter()
+        .map(|p| runanywhere_tests::generate(&warm, request(p, 50)).1)
+        .collect();
+    drop(warm);
+    for (p, warm_ids) in turns.iter().zip(&warm_runs) {
+        let cold = runanywhere_tests::load_model(&registry, "llama-cpp", &path, 0, false).unwrap();
+        let (_, cold_ids, _, _) = runanywhere_tests::generate(&cold, request(p, 50));
+        assert_eq!(warm_ids, &cold_ids, "prompt of {} tokens", p.len());
+    }
+    // The reference run is still the reference.
+    assert_eq!(
+        warm_runs[3][..],
+        reference.all_ids[p1.len()..p1.len() + 50],
+        "the reference continuation after reuse"
+    );
+
+    // `chat` reuses the whole conversation on turn 2 (the plugin's debug log says how
+    // much); its reply is what a cold run on the rendered conversation gives.
+    let plugins = runanywhere_tests::plugin_dir(&["llama-cpp"]);
+    let out = runanywhere_tests::run_cli_env(
+        Some(plugins.path()),
+        &[
+            "chat",
+            "--model",
+            path.to_str().unwrap(),
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "30",
+        ],
+        Some(b"Once upon a time\nThe cat sat\n"),
+        &[("RUNANYWHERE_LOG", "warn,plugin=debug")],
+    );
+    assert!(out.status.success(), "{}", runanywhere_tests::stderr(&out));
+    let log = runanywhere_tests::stderr(&out);
+    let reused: usize = log
+        .lines()
+        .find_map(|l| l.split("reused=").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no reuse logged: {log}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The same two turns through the runtime's ChatSession, turn 2 on a fresh model.
+    let options = runanywhere::GenerateOptions {
+        max_tokens: 30,
+        ..runanywhere::GenerateOptions::greedy()
+    };
+    let first = runanywhere_tests::load_model(&registry, "llama-cpp", &path, 0, false).unwrap();
+    let mut session = runanywhere::ChatSession::new(&first, None, None).unwrap();
+    let turn1 = session
+        .prepare(&first, "Once upon a time", &options, 0)
+        .unwrap();
+    let (prompt1, ids1, text1, _) = runanywhere_tests::generate(&first, turn1.request.clone());
+    assert!(
+        stdout.starts_with(&text1),
+        "turn 1 = the runtime's: {stdout:?} vs {text1:?}"
+    );
+    let stats1 = first
+        .generate(turn1.request, |_, _| runanywhere::SinkControl::Continue)
+        .unwrap();
+    assert_eq!(stats1.prompt_ids.as_slice(), prompt1);
+    session.commit(&text1, &stats1, &ids1);
+    let turn2 = session.prepare(&first, "The cat sat", &options, 0).unwrap();
+    drop(first);
+    let fresh = runanywhere_tests::load_model(&registry, "llama-cpp", &path, 0, false).unwrap();
+    let (prompt2, _, text2, _) = runanywhere_tests::generate(&fresh, turn2.request);
+    assert!(
+        stdout[text1.len()..]
+            .trim_start_matches('\n')
+            .starts_with(&text2),
+        "turn 2 = a cold run of the same conversation: {stdout:?} vs {text2:?}"
+    );
+    let prompt_tokens = prompt2.len();
+    assert!(
+        reused >= prompt_tokens / 2 && reused < prompt_tokens,
+        "turn 2 reused {reused} of its {prompt_tokens} prompt tokens"
+    );
+}

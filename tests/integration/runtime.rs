@@ -546,19 +546,21 @@ fn a_cancel_during_a_long_prefill_stops_within_a_chunk() {
                 ..Default::default()
             })
             .unwrap();
-        let request = || {
+        // Two prompts sharing no prefix, so llama.cpp's prompt cache cannot shorten the
+        // second prefill.
+        let request = |id: u32| {
             let mut r = GenerateOptions {
                 max_tokens: 1,
                 ..GenerateOptions::greedy()
             }
-            .request(Prompt::Ids(vec![403; 2000].into()), 0);
+            .request(Prompt::Ids(vec![id; 2000].into()), 0);
             r.add_special = false;
             r
         };
         // The whole prefill, uncancelled.
         let start = Instant::now();
         let stats = model
-            .generate(request(), |_, _| SinkControl::Continue)
+            .generate(request(403), |_, _| SinkControl::Continue)
             .unwrap();
         let full = start.elapsed();
         assert_eq!(stats.generated_tokens, 1, "{engine}");
@@ -575,7 +577,7 @@ fn a_cancel_during_a_long_prefill_stops_within_a_chunk() {
         };
         let start = Instant::now();
         let stats = model
-            .generate_cancellable(request(), &cancel, |_, _| SinkControl::Continue)
+            .generate_cancellable(request(404), &cancel, |_, _| SinkControl::Continue)
             .unwrap();
         let took = start.elapsed();
         canceller.join().unwrap();
@@ -587,4 +589,63 @@ fn a_cancel_during_a_long_prefill_stops_within_a_chunk() {
             "{engine}: the cancelled prefill took {took:?} of the full {full:?}"
         );
     }
+}
+
+/// A chat turn continues the last exchange as tokens: its request is the last prompt's
+/// ids, the reply's ids, then the new text's — unless the reply's text cannot be
+/// extended exactly (a stop string, trailing space trimmed by the template).
+#[test]
+fn a_chat_turn_continues_the_last_exchange_token_for_token() {
+    use runanywhere::{ChatSession, GenerateOptions, Prompt, SinkControl};
+    let (_dir, registry) = registry_with(&["llama-cpp"]);
+    let path = data_dir().join("tinystories/stories260K.gguf");
+    let model = runanywhere_tests::load_model(&registry, "llama-cpp", &path, 0, false).unwrap();
+    let options = GenerateOptions {
+        max_tokens: 12,
+        ..GenerateOptions::greedy()
+    };
+    let mut session = ChatSession::new(&model, None, None).unwrap();
+    let first = session
+        .prepare(&model, "Once upon a time", &options, 0)
+        .unwrap();
+    assert!(matches!(first.request.prompt, Prompt::Text(_)));
+    let (mut text, mut ids) = (String::new(), Vec::new());
+    let stats = model
+        .generate(first.request, |id, piece| {
+            text.push_str(piece);
+            ids.push(id);
+            SinkControl::Continue
+        })
+        .unwrap();
+    assert_eq!(
+        stats.stop_reason(),
+        runanywhere::StopReason::MaxTokens,
+        "{text:?}"
+    );
+    session.commit(&text, &stats, &ids);
+    let second = session.prepare(&model, "The cat", &options, 0).unwrap();
+    let rendered = format!(
+        "User: Once upon a time\nAssistant: {}\nUser: The cat\nAssistant:",
+        text.trim()
+    );
+    match &second.request.prompt {
+        Prompt::Ids(next) if text == text.trim_end() => {
+            let mut expected = stats.prompt_ids.to_vec();
+            expected.extend(&ids);
+            expected.extend(
+                model
+                    .tokenize("\nUser: The cat\nAssistant:", false, true)
+                    .unwrap(),
+            );
+            assert_eq!(next.as_slice(), expected, "turn 2 extends turn 1's ids");
+        }
+        Prompt::Text(t) if text != text.trim_end() => assert_eq!(t.as_str(), rendered),
+        other => panic!("reply {text:?}: unexpected turn-2 prompt {other:?}"),
+    }
+    // A reset starts again from text.
+    session.reset();
+    let again = session
+        .prepare(&model, "Once upon a time", &options, 0)
+        .unwrap();
+    assert!(matches!(again.request.prompt, Prompt::Text(_)));
 }

@@ -116,7 +116,11 @@ def main():
         for choice in chunk.choices:
             if choice.logprobs and choice.logprobs.content:
                 streamed.extend(choice.logprobs.content)
-    check([t.logprob for t in streamed] == [t.logprob for t in content], "streamed chat logprobs", len(streamed))
+    # The same tokens; the scores agree to float rounding (llama.cpp's prompt cache reuses
+    # the earlier run's keys and values, computed in another batch).
+    check([t.token for t in streamed] == [t.token for t in content]
+          and all(abs(a.logprob - b.logprob) < 1e-4 for a, b in zip(streamed, content)),
+          "streamed chat logprobs", len(streamed))
     legacy = client.completions.create(model=model, prompt=comp["prompt"], max_tokens=5, temperature=0, logprobs=2)
     lp = legacy.choices[0].logprobs
     check(len(lp.tokens) == 5 and len(lp.top_logprobs[0]) <= 2 and lp.text_offset[0] == 0, "completions logprobs", lp)

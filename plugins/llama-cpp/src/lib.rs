@@ -28,6 +28,12 @@
 //!   so it sits behind a `Mutex`: generations on one model run one at a time, while
 //!   tokenization (which only reads the vocabulary) never waits for them.
 //!
+//! * **Prompt cache.** The cache keeps what the last generation ran (sequence 0). A new
+//!   prompt reuses its longest common prefix with those ids (`llama_memory_seq_rm` from
+//!   there on) and prefills only the rest, as llama.cpp's server does with
+//!   `cache_prompt`: a chat turn that continues the conversation's tokens prefills only
+//!   the new message. Outputs are those of a cold run (tested).
+//!
 //! * **Generation.** Every call clears the KV cache, prefills the prompt in batches of
 //!   `n_batch` tokens (logits only for the last prompt token), then samples and decodes
 //!   one token at a time. [`GenerationTracker`] does all the bookkeeping shared with other
@@ -248,6 +254,11 @@ pub struct LlamaCppModel {
     /// The context length in effect (what the caller asked for; llama.cpp may round its
     /// own allocation up).
     context_length: u32,
+    /// The ids whose keys and values the context's cache holds (positions 0..len of
+    /// sequence 0), left by the last generation: the next one reuses their longest
+    /// common prefix with its prompt and prefills only the rest, as llama.cpp's server
+    /// does with `cache_prompt`. Locked only while holding `context`.
+    cached: Mutex<Vec<u32>>,
 }
 
 impl Drop for LlamaCppModel {
@@ -408,6 +419,7 @@ impl LlamaCppModel {
             n_vocab,
             eog,
             context_length,
+            cached: Mutex::new(Vec::new()),
         })
     }
 
@@ -485,9 +497,20 @@ impl Model for LlamaCppModel {
         })?;
 
         // One generation at a time per context. A panic in an earlier generation (caught
-        // by the plugin kit) only poisons the lock: the state it guards is reset below.
-        let mut guard = context.lock().unwrap_or_else(PoisonError::into_inner);
+        // by the plugin kit) only poisons the lock: the cache it left is then not trusted.
+        let (mut guard, poisoned) = match context.lock() {
+            Ok(guard) => (guard, false),
+            Err(poisoned) => (poisoned.into_inner(), true),
+        };
+        context.clear_poison();
         let ctx: &mut LlamaContext<'static> = &mut guard;
+        let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
+        // Taken for the generation and put back only when it ends normally: after an
+        // error the cache's content is unknown, and the next generation starts afresh.
+        let mut history = std::mem::take(&mut *cached);
+        if poisoned {
+            history.clear();
+        }
 
         let mut decoding = GenerationTracker::start(
             request,
@@ -496,7 +519,28 @@ impl Model for LlamaCppModel {
             self.eog.clone(),
             sink,
         )?;
-        clear_memory(ctx);
+
+        // Reuse the cached prefix the prompt shares, keeping at least the prompt's last
+        // token to run (its logits give the first sample).
+        let prompt_len = decoding.prompt_ids().len();
+        let mut reuse = common_prefix(&history, decoding.prompt_ids()).min(prompt_len - 1);
+        if reuse == 0
+            || !matches!(
+                ctx.clear_kv_cache_seq(Some(0), Some(position(reuse)? as u32), None),
+                Ok(true)
+            )
+        {
+            clear_memory(ctx);
+            reuse = 0;
+        }
+        history.truncate(reuse);
+        if reuse > 0 {
+            tracing::debug!(
+                reused = reuse,
+                prefill = prompt_len - reuse,
+                "reusing cached prompt tokens"
+            );
+        }
 
         // Valid ids (checked above, or produced by the tokenizer) fit an i32.
         let prompt: Vec<LlamaToken> = decoding
@@ -510,17 +554,19 @@ impl Model for LlamaCppModel {
             sampler.accept_many(prompt.iter());
         }
 
-        // Prefill: the whole prompt in batches of n_batch, logits for its last token only.
+        // Prefill: the uncached rest of the prompt in batches of n_batch, logits for its
+        // last token only.
         let n_batch = (ctx.n_batch() as usize).max(1);
         let mut batch = LlamaBatch::new(n_batch, 1);
         let mut logits_index = 0i32;
-        for (chunk_no, chunk) in prompt.chunks(n_batch).enumerate() {
+        for (chunk_no, chunk) in prompt[reuse..].chunks(n_batch).enumerate() {
             // A cancel during a long prefill takes effect within one batch.
             if decoding.cancelled() {
+                *cached = history;
                 return Ok(decoding.finish(StopReason::Cancelled));
             }
             batch.clear();
-            let first = chunk_no * n_batch;
+            let first = reuse + chunk_no * n_batch;
             for (i, &token) in chunk.iter().enumerate() {
                 let pos = first + i;
                 let is_last = pos + 1 == prompt.len();
@@ -529,6 +575,7 @@ impl Model for LlamaCppModel {
                     .map_err(batch_error)?;
             }
             ctx.decode(&mut batch).map_err(decode_error)?;
+            history.extend_from_slice(&decoding.prompt_ids()[first..first + chunk.len()]);
             // Only the last chunk's value matters: its last token has the logits.
             logits_index = i32::try_from(chunk.len() - 1).unwrap_or(0);
         }
@@ -559,11 +606,18 @@ impl Model for LlamaCppModel {
                 .add(token, position(pos)?, &[0], true)
                 .map_err(batch_error)?;
             ctx.decode(&mut batch).map_err(decode_error)?;
+            history.push(id);
             logits_index = 0;
             pos += 1;
         };
+        *cached = history;
         Ok(decoding.finish(reason))
     }
+}
+
+/// Length of the longest common prefix of `a` and `b`.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 // ---------------------------------------------------------------------------------------
