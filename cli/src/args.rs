@@ -59,6 +59,8 @@ pub(crate) enum Command {
     /// Convert a llama-family GGUF file or llama2.c checkpoint into an ONNX decoder
     /// folder (Optimum layout, with KV cache) or a Hugging Face safetensors folder.
     Convert(ConvertArgs),
+    /// Embed texts: one vector per text (the model's last hidden states, pooled).
+    Embed(EmbedArgs),
     /// Serve models over HTTP: an OpenAI-compatible API (/v1/chat/completions,
     /// /v1/completions, /v1/models, ...), Ollama's API (/api/chat, /api/generate,
     /// /api/tags, /api/pull, ...), /health and Prometheus /metrics.
@@ -606,4 +608,26 @@ pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
         return Err(format!("`{text}` is not a size"));
     }
     Ok((value * (1u64 << shift) as f64) as u64)
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EmbedArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+
+    /// How token states become one vector: mean, cls (first token) or last (default:
+    /// the model's own, else mean).
+    #[arg(long, value_name = "HOW", value_parser = ["mean", "cls", "last"])]
+    pub(crate) pooling: Option<String>,
+
+    /// Keep the vectors' lengths (default: scaled to unit length).
+    #[arg(long = "no-normalize")]
+    pub(crate) no_normalize: bool,
+
+    /// Print one JSON object: engine, pooling, dims, embeddings.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Texts to embed; one per line from stdin when none is given.
+    pub(crate) texts: Vec<String>,
 }

@@ -9,6 +9,7 @@ mod bench;
 mod catalog;
 mod chat;
 mod convert;
+mod embed;
 mod engines;
 mod import;
 mod models;
@@ -70,6 +71,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rm(args) => models::remove(&runtime, &args),
         Command::Info(args) => verify::info(&runtime, &args),
         Command::Convert(args) => convert::run(&runtime, &args),
+        Command::Embed(args) => embed::run(&runtime, &args),
         Command::Serve(args) => serve::run(cli.plugins_dir, &args),
     }
 }

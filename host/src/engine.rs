@@ -14,11 +14,12 @@ use abi_stable::{
 };
 use runanywhere_plugin_api::abi::{TokenSink, TokenSink_TO};
 use runanywhere_plugin_api::ext::{
-    ExtensionsV1, LogprobSink, LogprobSink_TO, TokenLogprob, MODEL_HANDLE_KEY,
+    EmbedRequest, ExtensionsV1, LogprobSink, LogprobSink_TO, Pooling, TokenLogprob,
+    MODEL_HANDLE_KEY,
 };
 use runanywhere_plugin_api::{
     Capabilities, EngineBox, EngineError, EngineInfo, GenerateRequest, GenerationStats,
-    LoadRequest, ModelBox, ModelInfo, SinkControl,
+    LoadRequest, ModelBox, ModelInfo, Prompt, SinkControl,
 };
 
 use crate::cancel::CancelToken;
@@ -236,9 +237,7 @@ impl Model {
             ))
         };
         let Some((table, handle)) = self.extensions else {
-            return Err(unsupported(
-                "its plugin was built before the extension calls (rebuild it with this                  runanywhere-plugin-api)",
-            ));
+            return Err(unsupported(NO_EXTENSIONS));
         };
         if !self.capabilities().contains(Capabilities::LOGPROBS) {
             return Err(unsupported("the engine computes them for no model yet"));
@@ -263,6 +262,41 @@ impl Model {
         into_result(result).map_err(|e| self.wrap(e))
     }
 
+    /// One vector per input, pooled as `pooling` says (unit length with `normalize`).
+    /// A model whose plugin predates the extension calls, or whose engine does not embed,
+    /// is an `Unsupported` error.
+    pub fn embed(
+        &self,
+        inputs: &[Prompt],
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<Vec<Vec<f32>>, Error> {
+        let unsupported = |why: &str| {
+            self.wrap(EngineError::new(
+                runanywhere_plugin_api::ErrorKind::Unsupported,
+                format!(
+                    "engine `{}` does not compute embeddings: {why}",
+                    self.engine
+                ),
+            ))
+        };
+        let Some((table, handle)) = self.extensions else {
+            return Err(unsupported(NO_EXTENSIONS));
+        };
+        if !self.capabilities().contains(Capabilities::EMBEDDINGS) {
+            return Err(unsupported("not for this model"));
+        }
+        let request = EmbedRequest {
+            inputs: inputs.to_vec().into(),
+            pooling: pooling.code(),
+            normalize,
+            extensions: Default::default(),
+        };
+        into_result((table.embed)(handle, request))
+            .map(|vs| vs.into_iter().map(|v| v.into_vec()).collect())
+            .map_err(|e| self.wrap(e))
+    }
+
     fn wrap(&self, source: EngineError) -> Error {
         Error::Engine {
             engine: self.engine.clone(),
@@ -270,6 +304,10 @@ impl Model {
         }
     }
 }
+
+/// Why a model has no extension calls.
+const NO_EXTENSIONS: &str = "its plugin has no extension calls this host can use (built before \
+    them, or against another runanywhere-plugin-api: rebuild it)";
 
 /// Cancellable generations in flight, by the id their requests carry.
 static IN_FLIGHT: std::sync::Mutex<Vec<(u64, CancelToken)>> = std::sync::Mutex::new(Vec::new());

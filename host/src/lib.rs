@@ -40,7 +40,7 @@ pub use engine::{Engine, Model, ScoredToken};
 pub use error::{EngineChoice, EngineList, Error, ErrorKind};
 pub use manager::{KeepAlive, LoadedModel, ManagerConfig, ModelKey, ModelManager, Turn};
 pub use options::{GenerateOptions, LoadOptions};
-pub use runanywhere_plugin_api::ext::{TokenLogprob, MAX_TOP_LOGPROBS};
+pub use runanywhere_plugin_api::ext::{Pooling, TokenLogprob, MAX_TOP_LOGPROBS};
 pub use runanywhere_plugin_api::{
     Capabilities, EngineError, ErrorKind as EngineErrorKind, GenerateRequest, GenerationStats,
     LoadRequest, ModelInfo, Prompt, SamplingParams, SinkControl, StopReason,

@@ -22,7 +22,9 @@ use abi_stable::{
     StableAbi,
 };
 
-use crate::abi::{GenerateRequest, GenerationStats, SinkControl};
+use abi_stable::std_types::RVec;
+
+use crate::abi::{GenerateRequest, GenerationStats, KeyValue, Prompt, SinkControl};
 use crate::error::EngineError;
 
 /// [`ModelInfo::extensions`](crate::abi::ModelInfo) key: the model's handle for
@@ -65,6 +67,81 @@ pub trait LogprobSink {
 /// The sink as passed to [`ExtensionsV1::generate_with_logprobs`].
 pub type LogprobSinkRef<'a> = LogprobSink_TO<'a, RMut<'a, ()>>;
 
+/// How token states become one vector per input.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// What the model's metadata says, else [`Pooling::Mean`].
+    Default,
+    /// The mean over the input's tokens.
+    Mean,
+    /// The first token's state (BERT's `[CLS]`).
+    Cls,
+    /// The last token's state (what a causal model has seen all of the input at).
+    Last,
+    /// A code this build does not know.
+    Unknown(u32),
+}
+
+impl Pooling {
+    /// The stable integer code.
+    pub fn code(self) -> u32 {
+        match self {
+            Pooling::Default => 0,
+            Pooling::Mean => 1,
+            Pooling::Cls => 2,
+            Pooling::Last => 3,
+            Pooling::Unknown(c) => c,
+        }
+    }
+
+    /// The pooling of a code.
+    pub fn from_code(code: u32) -> Self {
+        match code {
+            0 => Pooling::Default,
+            1 => Pooling::Mean,
+            2 => Pooling::Cls,
+            3 => Pooling::Last,
+            c => Pooling::Unknown(c),
+        }
+    }
+
+    /// The pooling named `mean`, `cls` or `last`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "mean" => Some(Pooling::Mean),
+            "cls" => Some(Pooling::Cls),
+            "last" => Some(Pooling::Last),
+            _ => None,
+        }
+    }
+
+    /// Its name (`default` for [`Pooling::Default`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Default => "default",
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::Last => "last",
+            Pooling::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// What to embed.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct EmbedRequest {
+    /// The inputs: text (tokenized with the model's special prefix, BOS) or ids.
+    pub inputs: RVec<Prompt>,
+    /// [`Pooling`] code.
+    pub pooling: u32,
+    /// Scale each vector to unit length.
+    pub normalize: bool,
+    /// Optional extra knobs (unknown keys are ignored).
+    pub extensions: RVec<KeyValue>,
+}
+
 /// The first table of extension calls.
 #[repr(C)]
 #[derive(StableAbi)]
@@ -78,6 +155,51 @@ pub struct ExtensionsV1 {
         top: u32,
         sink: LogprobSinkRef<'a>,
     ) -> RResult<GenerationStats, EngineError>,
+    /// One vector per input of `request` from the model with `handle`. Never unwinds.
+    pub embed:
+        extern "C" fn(handle: u64, request: EmbedRequest) -> RResult<RVec<RVec<f32>>, EngineError>,
+}
+
+/// One vector from the states of an input's tokens (`states[i]` for token `i`, each
+/// `dims` long), pooled as `pooling` says ([`Pooling::Default`] is the mean). The one
+/// pooling every engine that hands over token states uses.
+pub fn pool(states: &[Vec<f32>], pooling: Pooling) -> Result<Vec<f32>, EngineError> {
+    let (Some(first), Some(last)) = (states.first(), states.last()) else {
+        return Err(EngineError::invalid_request(
+            "an input to embed has no tokens",
+        ));
+    };
+    match pooling {
+        Pooling::Cls => Ok(first.clone()),
+        Pooling::Last => Ok(last.clone()),
+        Pooling::Mean | Pooling::Default => {
+            let mut sum = vec![0f64; first.len()];
+            for state in states {
+                for (s, &x) in sum.iter_mut().zip(state) {
+                    *s += f64::from(x);
+                }
+            }
+            let n = states.len() as f64;
+            Ok(sum.into_iter().map(|s| (s / n) as f32).collect())
+        }
+        Pooling::Unknown(c) => Err(EngineError::invalid_request(format!(
+            "pooling code {c} is not one this plugin knows (mean, cls, last)"
+        ))),
+    }
+}
+
+/// Scales `v` to unit (L2) length; a zero vector stays zero.
+pub fn normalize(v: &mut [f32]) {
+    let norm = v
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    if norm > 0.0 {
+        for x in v {
+            *x = (f64::from(*x) / norm) as f32;
+        }
+    }
 }
 
 /// What [`EXTENSIONS_V1_SYMBOL`] returns: the table and the layout the plugin built it
@@ -139,6 +261,27 @@ pub fn logprobs(logits: &[f32], id: u32, top: usize) -> (f32, Vec<TokenLogprob>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pooling_and_normalizing() {
+        let states = vec![vec![1.0, 2.0], vec![3.0, 6.0]];
+        assert_eq!(pool(&states, Pooling::Mean).unwrap(), vec![2.0, 4.0]);
+        assert_eq!(pool(&states, Pooling::Default).unwrap(), vec![2.0, 4.0]);
+        assert_eq!(pool(&states, Pooling::Cls).unwrap(), vec![1.0, 2.0]);
+        assert_eq!(pool(&states, Pooling::Last).unwrap(), vec![3.0, 6.0]);
+        assert!(pool(&[], Pooling::Mean).is_err());
+        assert!(pool(&states, Pooling::from_code(9)).is_err());
+        let mut v = vec![3.0, 4.0];
+        normalize(&mut v);
+        assert_eq!(v, vec![0.6, 0.8]);
+        let mut zero = vec![0.0; 3];
+        normalize(&mut zero);
+        assert_eq!(zero, vec![0.0; 3]);
+        for p in [Pooling::Mean, Pooling::Cls, Pooling::Last] {
+            assert_eq!(Pooling::from_name(p.name()), Some(p));
+            assert_eq!(Pooling::from_code(p.code()), p);
+        }
+    }
 
     #[test]
     fn logprobs_are_a_log_softmax_with_the_best_first() {

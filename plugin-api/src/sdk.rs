@@ -24,7 +24,8 @@ use crate::abi::{
 };
 use crate::error::{EngineError, ErrorKind};
 use crate::ext::{
-    ExtensionsV1, ExtensionsV1Export, LogprobSinkRef, TokenLogprob, MAX_TOP_LOGPROBS,
+    EmbedRequest, ExtensionsV1, ExtensionsV1Export, LogprobSinkRef, Pooling, TokenLogprob,
+    MAX_TOP_LOGPROBS,
 };
 
 /// An engine: created once per manifest, loads models.
@@ -74,6 +75,26 @@ pub trait Model: Send + Sync + 'static {
     /// does; an engine with its own loop says so once it does too.
     fn logprobs(&self) -> bool {
         false
+    }
+
+    /// Whether [`Model::embed`] works for this model.
+    fn embeddings(&self) -> bool {
+        false
+    }
+
+    /// One vector per input (not normalized: the kit does that when asked). `pooling`
+    /// is never [`Pooling::Unknown`]; [`crate::ext::pool`] does the pooling for engines
+    /// that have token states.
+    fn embed(
+        &self,
+        inputs: &[crate::abi::Prompt],
+        pooling: Pooling,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let _ = (inputs, pooling);
+        Err(EngineError::new(
+            ErrorKind::Unsupported,
+            "this engine does not compute embeddings",
+        ))
     }
 }
 
@@ -215,7 +236,7 @@ impl<E: Engine> EngineApi for EngineAdapter<E> {
         // the panic's message instead of turning into an empty default later.
         let loaded = guard("load_model", || self.0.load_model(&request)).and_then(|model| {
             let mut info = guard("model info", || Ok(model.info()))?;
-            add_model_capabilities(&mut info, model.logprobs());
+            add_model_capabilities(&mut info, model.logprobs(), model.embeddings());
             Ok(ModelAdapter::register(model, info))
         });
         to_abi(loaded, |m| ModelApi_TO::from_value(m, TD_Opaque))
@@ -225,7 +246,7 @@ impl<E: Engine> EngineApi for EngineAdapter<E> {
 /// Fills in [`MODEL_CAPABILITIES_KEY`] when the engine did not (what the kit can tell
 /// from the model's facts: a chat template), and adds `logprobs` when the model
 /// reports them.
-fn add_model_capabilities(info: &mut ModelInfo, logprobs: bool) {
+fn add_model_capabilities(info: &mut ModelInfo, logprobs: bool, embeddings: bool) {
     use crate::abi::{KeyValue, MODEL_CAPABILITIES_KEY};
     let given = info
         .extensions
@@ -240,6 +261,9 @@ fn add_model_capabilities(info: &mut ModelInfo, logprobs: bool) {
     };
     if logprobs {
         caps = caps | Capabilities::LOGPROBS;
+    }
+    if embeddings {
+        caps = caps | Capabilities::EMBEDDINGS;
     }
     info.extensions.push(KeyValue::new(
         MODEL_CAPABILITIES_KEY,
@@ -383,13 +407,7 @@ extern "C" fn generate_with_logprobs(
     mut sink: LogprobSinkRef<'_>,
 ) -> RResult<GenerationStats, EngineError> {
     let result = guard("generate_with_logprobs", || {
-        let model = models()
-            .as_ref()
-            .and_then(|map| map.get(&handle))
-            .and_then(Weak::upgrade)
-            .ok_or_else(|| {
-                EngineError::invalid_request(format!("no loaded model has handle {handle}"))
-            })?;
+        let model = registered(handle)?;
         if !model.logprobs() {
             return Err(EngineError::new(
                 ErrorKind::Unsupported,
@@ -411,9 +429,56 @@ extern "C" fn generate_with_logprobs(
     to_abi(result, |s| s)
 }
 
+/// The model with `handle`, or `InvalidRequest`.
+fn registered(handle: u64) -> Result<Arc<dyn Model>, EngineError> {
+    models()
+        .as_ref()
+        .and_then(|map| map.get(&handle))
+        .and_then(Weak::upgrade)
+        .ok_or_else(|| EngineError::invalid_request(format!("no loaded model has handle {handle}")))
+}
+
+/// [`ExtensionsV1::embed`]. Never unwinds.
+extern "C" fn embed(handle: u64, request: EmbedRequest) -> RResult<RVec<RVec<f32>>, EngineError> {
+    let result = guard("embed", || {
+        let model = registered(handle)?;
+        if !model.embeddings() {
+            return Err(EngineError::new(
+                ErrorKind::Unsupported,
+                "this engine does not compute embeddings for this model",
+            ));
+        }
+        let pooling = match Pooling::from_code(request.pooling) {
+            Pooling::Unknown(c) => {
+                return Err(EngineError::invalid_request(format!(
+                    "pooling code {c} is not one this plugin knows (mean, cls, last)"
+                )))
+            }
+            p => p,
+        };
+        if request.inputs.is_empty() {
+            return Err(EngineError::invalid_request("nothing to embed"));
+        }
+        let mut vectors = model.embed(request.inputs.as_slice(), pooling)?;
+        if vectors.len() != request.inputs.len() {
+            return Err(EngineError::internal(format!(
+                "the engine returned {} vectors for {} inputs",
+                vectors.len(),
+                request.inputs.len()
+            )));
+        }
+        if request.normalize {
+            vectors.iter_mut().for_each(|v| crate::ext::normalize(v));
+        }
+        Ok(vectors)
+    });
+    to_abi(result, |v| v.into_iter().map(RVec::from).collect())
+}
+
 /// The extension table every plugin built with this kit exports.
 static EXTENSIONS_V1: ExtensionsV1 = ExtensionsV1 {
     generate_with_logprobs,
+    embed,
 };
 
 /// What `runanywhere_plugin_extensions_v1` returns (used by [`crate::export_plugin!`]).

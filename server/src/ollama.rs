@@ -638,21 +638,41 @@ pub async fn delete(
     Ok(StatusCode::OK)
 }
 
-/// `POST /api/embed`: no engine embeds through the ABI yet (see the OpenAI route).
+/// `POST /api/embed` body.
+#[derive(Debug, Deserialize)]
+pub struct EmbedBody {
+    model: String,
+    input: crate::openai::embeddings::Input,
+    #[serde(default)]
+    options: Options,
+    keep_alive: Option<Value>,
+    dimensions: Option<usize>,
+    truncate: Option<bool>,
+}
+
+/// `POST /api/embed`: unit-length vectors, as Ollama returns them.
 pub async fn embed(
     State(state): State<AppState>,
-    OllamaJson(body): OllamaJson<ModelBody>,
-) -> Result<Response> {
-    let name = body.model()?;
-    let (_, loaded) = state.load(&name, |_| {}).await?;
-    Err(OllamaError(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "unsupported",
-        format!(
-            "model `{name}` on engine `{}` cannot embed text: the plugin ABI has no embeddings call yet",
-            loaded.model().engine_id()
-        ),
-    )))
+    OllamaJson(body): OllamaJson<EmbedBody>,
+) -> Result<Json<Value>> {
+    let started = Instant::now();
+    if body.truncate == Some(true) {
+        tracing::debug!("truncate: inputs longer than the context are refused, not cut");
+    }
+    let _ = keep_alive(&body.keep_alive)?;
+    let (target, loaded) = state.load(&body.model, body.options.tune()).await?;
+    let load = started.elapsed();
+    let inputs = body.input.prompts();
+    let dimensions = body.dimensions;
+    let (vectors, tokens) =
+        blocking(move || crate::openai::embeddings::embed(&loaded, &inputs, dimensions)).await?;
+    Ok(Json(json!({
+        "model": target.name,
+        "embeddings": vectors,
+        "total_duration": started.elapsed().as_nanos() as u64,
+        "load_duration": load.as_nanos() as u64,
+        "prompt_eval_count": tokens,
+    })))
 }
 
 /// Pull progress as Ollama's NDJSON status objects.

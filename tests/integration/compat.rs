@@ -103,7 +103,7 @@ fn a_plugin_built_against_abi_1_0_loads_and_runs_in_todays_host() {
         })
         .unwrap_err();
     assert_eq!(err.kind(), runanywhere::ErrorKind::Unsupported, "{err}");
-    assert!(err.to_string().contains("built before"), "{err}");
+    assert!(err.to_string().contains("built before them"), "{err}");
     let mut scored = Vec::new();
     new.generate_with_logprobs(request(Prompt::Text("hello".into()), 5), 2, None, |t| {
         scored.push((t.id, t.logprob, t.top.to_vec()));

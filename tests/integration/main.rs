@@ -8,6 +8,7 @@ mod compat;
 mod conformance;
 mod contract;
 mod discovery;
+mod embeddings;
 mod example_engine;
 mod faults;
 mod hardening;

@@ -227,7 +227,21 @@ fn openai_and_ollama_clients_get_what_run_gives() {
         .iter()
         .map(|p| run_json(&[p], 32, &[])["text"].clone())
         .collect();
+    let embed_texts = ["Once upon a time", "The cat sat"];
+    let embedded = json_output(&run_cli(
+        Some(plugin_dir(&["llama-cpp"]).path()),
+        &[
+            "embed",
+            "--model",
+            gguf.to_str().unwrap(),
+            "--json",
+            embed_texts[0],
+            embed_texts[1],
+        ],
+        None,
+    ));
     let spec = json!({
+        "embeddings": {"texts": embed_texts, "vectors": embedded["embeddings"]},
         "url": served.url,
         "api_key": key,
         "model": "stories260K.gguf",

@@ -137,11 +137,21 @@ def main():
         check(False, "unknown model refused")
     except openai.NotFoundError as e:
         check(e.status_code == 404 and "no-such-model" in e.message, "unknown model: 404", e.message)
+    # Embeddings (the client asks for base64 by default) = `runanywhere embed --json`.
+    emb = spec["embeddings"]
+    got = client.embeddings.create(model=model, input=emb["texts"])
+    vectors = [d.embedding for d in got.data]
+    check(len(vectors) == len(emb["vectors"]) and all(
+        len(v) == len(w) and max(abs(a - b) for a, b in zip(v, w)) < 1e-6 for v, w in zip(vectors, emb["vectors"])),
+        "embeddings = runanywhere embed", [len(v) for v in vectors])
+    floats = client.embeddings.create(model=model, input=emb["texts"][0], encoding_format="float", dimensions=8)
+    short = floats.data[0].embedding
+    check(len(short) == 8 and abs(sum(x * x for x in short) - 1) < 1e-5, "dimensions truncates and renormalizes", short)
     try:
-        client.embeddings.create(model=model, input="hello")
-        check(False, "embeddings refused")
-    except openai.APIStatusError as e:
-        check(e.status_code == 501 and "embed" in e.message, "embeddings: 501 naming why", e.message)
+        client.embeddings.create(model=spec["other_engine_model"], input="hello")
+        check(False, "embeddings on an engine without them")
+    except openai.BadRequestError as e:
+        check("does not compute embeddings" in e.message, "embeddings on candle: 400 naming why", e.message)
     try:
         openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
         check(False, "a wrong API key refused")
@@ -165,6 +175,9 @@ def main():
                options={"temperature": 0, "num_predict": chat["max_tokens"]})
     check(c.message.content == chat["text"] and c.message.role == "assistant",
           "ollama chat = run --json", c.message.content)
+    e = o.embed(model=model, input=emb["texts"])
+    check(all(max(abs(a - b) for a, b in zip(v, w)) < 1e-6 for v, w in zip(e.embeddings, emb["vectors"])),
+          "ollama embed = runanywhere embed")
     running = [m.model for m in o.ps().models]
     check(model in running, "ollama ps lists the loaded model", running)
     shown = o.show(model)

@@ -53,7 +53,7 @@ use std::path::Path;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use abi_stable::std_types::{ROption, RString, RVec};
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::{BatchAddError, LlamaBatch};
@@ -66,10 +66,11 @@ use runanywhere_formats::gguf::{self, GgufSummary};
 use runanywhere_formats::FileError;
 use runanywhere_plugin_api::decode::{self, prompt_ids, GenerationTracker};
 use runanywhere_plugin_api::emit::Score;
+use runanywhere_plugin_api::ext::Pooling;
 use runanywhere_plugin_api::sdk::{Engine, Model};
 use runanywhere_plugin_api::{
     Capabilities, EngineError, EngineInfo, ErrorKind, GenerateRequest, GenerationStats,
-    InitRequest, KeyValue, LoadRequest, ModelInfo, SamplingParams, StopReason,
+    InitRequest, KeyValue, LoadRequest, ModelInfo, Prompt, SamplingParams, StopReason,
 };
 
 const ENGINE_ID: &str = "llama-cpp";
@@ -259,6 +260,8 @@ pub struct LlamaCppModel {
     /// common prefix with its prompt and prefills only the rest, as llama.cpp's server
     /// does with `cache_prompt`. Locked only while holding `context`.
     cached: Mutex<Vec<u32>>,
+    /// Worker threads of the contexts.
+    threads: i32,
 }
 
 impl Drop for LlamaCppModel {
@@ -420,6 +423,7 @@ impl LlamaCppModel {
             eog,
             context_length,
             cached: Mutex::new(Vec::new()),
+            threads,
         })
     }
 
@@ -437,6 +441,81 @@ impl LlamaCppModel {
 impl Model for LlamaCppModel {
     fn logprobs(&self) -> bool {
         true
+    }
+
+    fn embeddings(&self) -> bool {
+        self.context.is_some()
+    }
+
+    /// Each input's last hidden states (llama.cpp's embeddings mode without pooling, in
+    /// a context of its own, so generation's prompt cache is untouched), pooled by the
+    /// kit.
+    fn embed(&self, inputs: &[Prompt], pooling: Pooling) -> Result<Vec<Vec<f32>>, EngineError> {
+        if self.context.is_none() {
+            return Err(EngineError::vocab_only());
+        }
+        let inputs: Vec<Vec<u32>> = inputs
+            .iter()
+            .map(|p| match p {
+                Prompt::Text(t) => self.tokenize(t.as_str(), true, false),
+                Prompt::Ids(ids) => {
+                    for &id in ids.iter() {
+                        self.token(id)?;
+                    }
+                    Ok(ids.to_vec())
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let longest = inputs.iter().map(Vec::len).max().unwrap_or(0);
+        if inputs.iter().any(Vec::is_empty) {
+            return Err(EngineError::invalid_request(
+                "an input to embed has no tokens",
+            ));
+        }
+        if longest > self.context_length as usize {
+            return Err(EngineError::context_overflow(
+                longest,
+                self.context_length as usize,
+            ));
+        }
+        let n = u32::try_from(longest).unwrap_or(u32::MAX);
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n))
+            .with_n_batch(n)
+            .with_n_ubatch(n)
+            .with_n_threads(self.threads)
+            .with_n_threads_batch(self.threads)
+            .with_embeddings(true)
+            .with_pooling_type(LlamaPoolingType::None);
+        let mut ctx = self.model.new_context(backend()?, params).map_err(|e| {
+            EngineError::new(
+                ErrorKind::OutOfMemory,
+                format!("cannot create an embeddings context of {n} tokens: {e}"),
+            )
+        })?;
+        let mut out = Vec::with_capacity(inputs.len());
+        let mut batch = LlamaBatch::new(longest, 1);
+        for ids in &inputs {
+            ctx.clear_kv_cache();
+            batch.clear();
+            for (pos, &id) in ids.iter().enumerate() {
+                batch
+                    .add(LlamaToken::new(id as i32), position(pos)?, &[0], true)
+                    .map_err(batch_error)?;
+            }
+            ctx.decode(&mut batch).map_err(decode_error)?;
+            let states = (0..ids.len())
+                .map(|i| {
+                    ctx.embeddings_ith(position(i)?)
+                        .map(<[f32]>::to_vec)
+                        .map_err(|e| {
+                            EngineError::internal(format!("llama.cpp gave no embedding: {e}"))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push(runanywhere_plugin_api::ext::pool(&states, pooling)?);
+        }
+        Ok(out)
     }
 
     fn info(&self) -> ModelInfo {
