@@ -228,6 +228,7 @@ impl ModelArgs {
             gpu_layers: self.gpu_layers,
             vocab_only,
             force: self.force,
+            parallel: 0,
         }
     }
 }
@@ -313,6 +314,11 @@ pub(crate) struct BenchArgs {
     /// Measured runs per engine (after one warm-up run).
     #[arg(short, long, value_name = "N", default_value_t = 3)]
     pub(crate) runs: u32,
+
+    /// Run N generations at once (each its own prompt): aggregate and per-stream decode
+    /// speed; the engine decodes them together where it can (llama.cpp).
+    #[arg(long, value_name = "N")]
+    pub(crate) parallel: Option<u32>,
 
     /// Instead: a chat of N turns (the prompt as each user message, replies of
     /// --max-tokens): time to first token per turn, continuing the conversation (the

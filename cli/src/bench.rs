@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use runanywhere::bench::{bench, chat_turns, TurnTiming};
+use runanywhere::bench::{bench, chat_turns, parallel, TurnTiming};
 use runanywhere::{LoadOptions, Runtime};
 
 use super::args::BenchArgs;
@@ -29,9 +29,25 @@ pub(crate) fn run(runtime: &Runtime, args: &BenchArgs) -> anyhow::Result<ExitCod
             context_length: args.ctx_size,
             threads: args.threads,
             force: args.force,
+            parallel: args.parallel.unwrap_or(0),
             ..LoadOptions::default()
         };
         let model = runtime.load_resolved(&resolved, &options)?;
+        if let Some(n) = args.parallel {
+            let prompts: Vec<String> = (0..n).map(|i| format!("{} {i}", args.prompt)).collect();
+            let r = parallel(&model, &prompts, n.max(1) as usize, args.max_tokens)?;
+            let mut out = std::io::stdout().lock();
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<12} {} streams: aggregate {:.1} tok/s, per stream {:.1} tok/s, {:.0} ms",
+                    r.engine, r.streams, r.aggregate_tok_s, r.per_stream_tok_s, r.wall_ms
+                )?;
+            }
+            continue;
+        }
         if let Some(turns) = args.chat_turns {
             chats.push((
                 id.clone(),
@@ -43,6 +59,9 @@ pub(crate) fn run(runtime: &Runtime, args: &BenchArgs) -> anyhow::Result<ExitCod
     }
     if args.chat_turns.is_some() {
         return print_turns(&chats, args.json);
+    }
+    if args.parallel.is_some() {
+        return Ok(ExitCode::SUCCESS);
     }
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -40,6 +40,7 @@ pub(crate) fn run(plugin_dirs: Vec<PathBuf>, args: &ServeArgs) -> anyhow::Result
             context_length: args.ctx_size,
             threads: args.threads,
             force: args.force,
+            parallel: u32::try_from(args.parallel.max(1)).unwrap_or(u32::MAX),
             ..LoadOptions::default()
         },
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),

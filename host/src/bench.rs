@@ -151,3 +151,75 @@ pub fn chat_turns(
     }
     Ok(out)
 }
+
+/// `n` generations at once on one model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParallelResult {
+    /// The engine id.
+    pub engine: String,
+    /// Generations run together.
+    pub streams: usize,
+    /// Tokens generated in all, per second of wall time.
+    pub aggregate_tok_s: f64,
+    /// The mean of each generation's own decode speed.
+    pub per_stream_tok_s: f64,
+    /// Wall time of the whole round, milliseconds.
+    pub wall_ms: f64,
+}
+
+/// Runs `streams` greedy generations of `max_tokens` at once (prompts taken in turn
+/// from `prompts`), after one warm-up round.
+pub fn parallel(
+    model: &LoadedModel,
+    prompts: &[String],
+    streams: usize,
+    max_tokens: u32,
+) -> Result<ParallelResult, Error> {
+    let options = GenerateOptions {
+        max_tokens,
+        ..GenerateOptions::greedy()
+    };
+    let round = || -> Result<(f64, f64, f64), Error> {
+        let barrier = std::sync::Barrier::new(streams);
+        let start = Instant::now();
+        let results: Vec<Result<crate::GenerationStats, Error>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..streams)
+                .map(|i| {
+                    let (barrier, options) = (&barrier, &options);
+                    let prompt = prompts[i % prompts.len().max(1)].clone();
+                    s.spawn(move || {
+                        barrier.wait();
+                        let request = options.request(Prompt::Text(prompt.into()), 0);
+                        model.generate(request, &Turn::default(), |_, _| SinkControl::Continue)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::InvalidRequest("a bench thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let wall = start.elapsed().as_secs_f64();
+        let mut tokens = 0f64;
+        let mut speeds = 0f64;
+        for r in results {
+            let stats = r?;
+            tokens += f64::from(stats.generated_tokens);
+            speeds += RunMetrics::new(0.0, &stats).decode_tok_s;
+        }
+        Ok((tokens / wall, speeds / streams as f64, wall * 1000.0))
+    };
+    round()?;
+    let (aggregate_tok_s, per_stream_tok_s, wall_ms) = round()?;
+    Ok(ParallelResult {
+        engine: model.model().engine_id().to_string(),
+        streams,
+        aggregate_tok_s,
+        per_stream_tok_s,
+        wall_ms,
+    })
+}

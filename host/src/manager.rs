@@ -173,13 +173,16 @@ struct Resident {
     load_ms: f64,
     /// The keep-alive of a use that does not choose one.
     default_keep_alive: KeepAlive,
+    /// Generations that may run at once: the engine's parallel sequences, else 1.
+    slots: usize,
     use_state: Mutex<UseState>,
     turn: Condvar,
 }
 
 #[derive(Debug)]
 struct UseState {
-    busy: bool,
+    /// Generations running now (at most the resident's `slots`).
+    running: usize,
     waiting: usize,
     last_used: Instant,
     expires: Option<Instant>,
@@ -194,7 +197,7 @@ impl Resident {
     /// Nobody generating or waiting, and no handle held outside the manager.
     fn idle(self: &Arc<Self>) -> bool {
         let u = lock(&self.use_state);
-        !u.busy && u.waiting == 0 && Arc::strong_count(self) == 1
+        u.running == 0 && u.waiting == 0 && Arc::strong_count(self) == 1
     }
 }
 
@@ -259,6 +262,14 @@ impl ModelManager {
         let mut state = lock(&self.shared.state);
         let result = match loaded {
             Ok((model, load_ms)) => {
+                let parallel = model
+                    .capabilities()
+                    .contains(runanywhere_plugin_api::Capabilities::PARALLEL_SEQUENCES);
+                let slots = if parallel {
+                    key.options.parallel.max(1) as usize
+                } else {
+                    1
+                };
                 let keep_alive = self.shared.config.keep_alive;
                 let now = Instant::now();
                 let default_keep_alive = keep_alive;
@@ -267,8 +278,9 @@ impl ModelManager {
                     model,
                     bytes,
                     load_ms,
+                    slots,
                     use_state: Mutex::new(UseState {
-                        busy: false,
+                        running: 0,
                         waiting: 0,
                         last_used: now,
                         expires: keep_alive.expiry(now),
@@ -403,7 +415,7 @@ impl ModelManager {
                         key: r.key.clone(),
                         bytes: r.bytes,
                         expires_in: u.expires.map(|e| e.saturating_duration_since(now)),
-                        busy: u.busy,
+                        busy: u.running > 0,
                         queued: u.waiting,
                     })
                 }
@@ -489,7 +501,7 @@ impl LoadedModel {
 
     /// Whether a generation is running.
     pub fn is_busy(&self) -> bool {
-        lock(&self.resident.use_state).busy
+        lock(&self.resident.use_state).running > 0
     }
 
     /// Generations waiting for their turn.
@@ -542,7 +554,7 @@ impl LoadedModel {
         let start = Instant::now();
         let mut u = lock(&r.use_state);
         u.waiting += 1;
-        while u.busy {
+        while u.running >= r.slots {
             if turn.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
                 u.waiting -= 1;
                 return Err(Error::Cancelled);
@@ -569,7 +581,7 @@ impl LoadedModel {
                 .0;
         }
         u.waiting -= 1;
-        u.busy = true;
+        u.running += 1;
         u.keep_alive = turn.keep_alive.unwrap_or(r.default_keep_alive);
         Ok(TurnGuard { model: self })
     }
@@ -585,7 +597,7 @@ impl Drop for TurnGuard<'_> {
         let r = &self.model.resident;
         let mut u = lock(&r.use_state);
         let now = Instant::now();
-        u.busy = false;
+        u.running = u.running.saturating_sub(1);
         u.last_used = now;
         u.expires = u.keep_alive.expiry(now);
         r.turn.notify_one();
@@ -606,7 +618,7 @@ impl Drop for LoadedModel {
             // This handle and the manager's own reference, nobody else.
             Some(Slot::Ready(x)) if Arc::ptr_eq(x, &self.resident) && Arc::strong_count(x) == 2 => {
                 let u = lock(&x.use_state);
-                !u.busy && u.waiting == 0 && u.expires.is_some_and(|e| e <= now)
+                u.running == 0 && u.waiting == 0 && u.expires.is_some_and(|e| e <= now)
             }
             _ => false,
         };

@@ -119,6 +119,9 @@ pub struct LoadOptions {
     pub vocab_only: bool,
     /// Skip the memory check.
     pub force: bool,
+    /// Sequences the engine decodes together (0 or 1 = one at a time), for engines that
+    /// can (llama.cpp); generations on the model then run side by side.
+    pub parallel: u32,
 }
 
 impl LoadOptions {
@@ -143,7 +146,15 @@ impl LoadOptions {
             gpu_layers: self.gpu_layers,
             vocab_only: self.vocab_only,
             seed: 0,
-            extensions: Default::default(),
+            extensions: if self.parallel > 1 {
+                vec![runanywhere_plugin_api::KeyValue::new(
+                    "parallel",
+                    self.parallel.to_string(),
+                )]
+                .into()
+            } else {
+                Default::default()
+            },
         }
     }
 }

@@ -418,3 +418,88 @@ fn prompt_cache_reuse_is_exact_and_a_chat_turn_reuses_the_conversation() {
         "turn 2 reused {reused} of its {prompt_tokens} prompt tokens"
     );
 }
+
+/// Parallel sequences: four greedy generations at once on one model (loaded with
+/// `parallel = 4`), decoded together by its scheduler, each give exactly their single
+/// run's ids; one cancelled midway stops alone.
+#[test]
+fn parallel_sequences_give_each_generation_its_single_run() {
+    use runanywhere::{
+        CancelToken, GenerateRequest, Prompt, SamplingParams, SinkControl, StopReason,
+    };
+    use runanywhere_plugin_api::KeyValue;
+    let (_dir, registry) = runanywhere_tests::registry_with(&["llama-cpp"]);
+    let path = runanywhere_tests::data_dir().join("tinystories/stories260K.gguf");
+    let model = registry
+        .engine("llama-cpp")
+        .unwrap()
+        .load_model(runanywhere::LoadRequest {
+            model_path: path.to_string_lossy().into_owned().into(),
+            threads: 1,
+            extensions: vec![KeyValue::new("parallel", "4")].into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(model
+        .capabilities()
+        .contains(runanywhere::Capabilities::PARALLEL_SEQUENCES));
+    let references = runanywhere_tests::tinystories_references();
+    let request = |ids: &[u32]| {
+        let mut r = GenerateRequest::new(Prompt::Ids(ids.to_vec().into()));
+        r.max_tokens = 60;
+        r.sampling = SamplingParams::greedy();
+        r
+    };
+    let barrier = std::sync::Barrier::new(4);
+    let cancel = CancelToken::new();
+    let outputs: Vec<(Vec<u32>, StopReason)> = std::thread::scope(|s| {
+        let handles: Vec<_> = references
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let (model, barrier, cancel, request) = (&model, &barrier, &cancel, &request);
+                s.spawn(move || {
+                    barrier.wait();
+                    let mut ids = Vec::new();
+                    let on_token = |id: u32, _: &str| {
+                        ids.push(id);
+                        // The third stream stops itself after 10 tokens.
+                        if i == 2 && ids.len() == 10 {
+                            cancel.cancel();
+                        }
+                        SinkControl::Continue
+                    };
+                    let stats = if i == 2 {
+                        model.generate_cancellable(request(&r.prompt_ids), cancel, on_token)
+                    } else {
+                        model.generate(request(&r.prompt_ids), on_token)
+                    }
+                    .unwrap();
+                    (ids, stats.stop_reason())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, ((ids, reason), r)) in outputs.iter().zip(&references).enumerate() {
+        let expected = &r.all_ids[r.prompt_ids.len()..];
+        if i == 2 {
+            assert_eq!(*reason, StopReason::Cancelled);
+            assert_eq!(
+                ids[..],
+                expected[..ids.len()],
+                "the cancelled stream, as far as it went"
+            );
+            assert!(ids.len() < 20, "{}", ids.len());
+        } else {
+            assert_eq!(*reason, StopReason::MaxTokens, "stream {i}");
+            assert_eq!(ids[..], expected[..60], "stream {i}: its single run's ids");
+        }
+    }
+    // And one after the other, through the same slots.
+    let (_, again, _, _) = runanywhere_tests::generate(&model, request(&references[1].prompt_ids));
+    assert_eq!(
+        again[..],
+        references[1].all_ids[references[1].prompt_ids.len()..][..60]
+    );
+}

@@ -52,6 +52,8 @@ use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+mod scheduler;
+
 use abi_stable::std_types::{ROption, RString, RVec};
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::context::LlamaContext;
@@ -74,6 +76,10 @@ use runanywhere_plugin_api::{
 };
 
 const ENGINE_ID: &str = "llama-cpp";
+/// The load request extension naming how many sequences to decode together.
+const PARALLEL_KEY: &str = "parallel";
+/// Most parallel sequences per model.
+const MAX_PARALLEL: u32 = 64;
 const ENGINE_NAME: &str = "llama.cpp";
 /// The llama-cpp-2 version pinned in Cargo.toml.
 const LLAMA_CPP_2_VERSION: &str = "0.1.160";
@@ -246,6 +252,9 @@ pub struct LlamaCppModel {
     /// The inference context; `None` for a vocab-only load. It points into `model` and is
     /// freed before it (see the module docs and `Drop`).
     context: Option<Mutex<LlamaContext<'static>>>,
+    /// With `parallel` > 1 the context belongs to the scheduler thread instead (see
+    /// [`scheduler`]); stopped before `model` is freed.
+    scheduler: Option<scheduler::Scheduler>,
     model: LlamaModel,
     info: ModelInfo,
     /// Vocabulary size; ids below it are valid (and fit an `i32`).
@@ -269,6 +278,9 @@ impl Drop for LlamaCppModel {
         // The context must go before the model it was created from. (Fields are dropped
         // in declaration order anyway; this keeps it true whatever the order.)
         drop(self.context.take());
+        if let Some(mut s) = self.scheduler.take() {
+            s.stop();
+        }
     }
 }
 
@@ -329,6 +341,18 @@ impl LlamaCppModel {
             0 => DEFAULT_BATCH,
             n => n,
         };
+        // Sequences decoded together (load option `parallel`, default 1).
+        let parallel = match runanywhere_plugin_api::abi::lookup(request.extensions.as_slice(), PARALLEL_KEY) {
+            None => 1,
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(n @ 1..=MAX_PARALLEL) => n,
+                _ => {
+                    return Err(EngineError::invalid_request(format!(
+                        "load option {PARALLEL_KEY} = `{v}`: a number of sequences from 1 to {MAX_PARALLEL}"
+                    )))
+                }
+            },
+        };
 
         let (eog, bos, eos) = {
             let vocab = model.vocab();
@@ -374,8 +398,11 @@ impl LlamaCppModel {
                 KeyValue::new("batch_size", batch.to_string()),
                 KeyValue::new("gpu_layers", gpu_layers.to_string()),
             ]);
+            // Parallel sequences each get the whole context length (llama.cpp splits
+            // n_ctx evenly between sequences).
             let params = LlamaContextParams::default()
-                .with_n_ctx(NonZeroU32::new(context_length))
+                .with_n_ctx(NonZeroU32::new(context_length.saturating_mul(parallel)))
+                .with_n_seq_max(parallel)
                 .with_n_batch(batch)
                 .with_n_ubatch(batch)
                 .with_n_threads(threads)
@@ -393,8 +420,31 @@ impl LlamaCppModel {
             // struct that also owns the model.
             let context =
                 unsafe { std::mem::transmute::<LlamaContext<'_>, LlamaContext<'static>>(context) };
-            Some(Mutex::new(context))
+            Some(context)
         };
+        let (context, scheduler) = match context {
+            Some(ctx) if parallel > 1 => (
+                None,
+                Some(scheduler::Scheduler::start(
+                    ctx,
+                    parallel as usize,
+                    n_vocab,
+                )?),
+            ),
+            other => (other.map(Mutex::new), None),
+        };
+        if parallel > 1 {
+            extensions.push(KeyValue::new("parallel", parallel.to_string()));
+            let mut caps =
+                Capabilities::STREAMING | Capabilities::TOKENIZE | Capabilities::PARALLEL_SEQUENCES;
+            if chat_template.is_some() {
+                caps = caps | Capabilities::CHAT_TEMPLATE;
+            }
+            extensions.push(KeyValue::new(
+                runanywhere_plugin_api::abi::MODEL_CAPABILITIES_KEY,
+                caps.names().join(","),
+            ));
+        }
 
         let info = ModelInfo {
             architecture: RString::from(architecture),
@@ -417,6 +467,7 @@ impl LlamaCppModel {
         );
         Ok(LlamaCppModel {
             context,
+            scheduler,
             model,
             info,
             n_vocab,
@@ -444,14 +495,14 @@ impl Model for LlamaCppModel {
     }
 
     fn embeddings(&self) -> bool {
-        self.context.is_some()
+        self.context.is_some() || self.scheduler.is_some()
     }
 
     /// Each input's last hidden states (llama.cpp's embeddings mode without pooling, in
     /// a context of its own, so generation's prompt cache is untouched), pooled by the
     /// kit.
     fn embed(&self, inputs: &[Prompt], pooling: Pooling) -> Result<Vec<Vec<f32>>, EngineError> {
-        if self.context.is_none() {
+        if !self.embeddings() {
             return Err(EngineError::vocab_only());
         }
         let inputs: Vec<Vec<u32>> = inputs
@@ -570,10 +621,13 @@ impl Model for LlamaCppModel {
         request: &GenerateRequest,
         sink: &mut dyn runanywhere_plugin_api::sdk::Sink,
     ) -> Result<GenerationStats, EngineError> {
-        let context = self.context.as_ref().ok_or_else(EngineError::vocab_only)?;
         let prompt_ids = prompt_ids(request, self.n_vocab, |text, add, parse| {
             self.tokenize(text, add, parse)
         })?;
+        if let Some(scheduler) = &self.scheduler {
+            return self.generate_scheduled(scheduler, request, prompt_ids, sink);
+        }
+        let context = self.context.as_ref().ok_or_else(EngineError::vocab_only)?;
 
         // One generation at a time per context. A panic in an earlier generation (caught
         // by the plugin kit) only poisons the lock: the cache it left is then not trusted.
@@ -690,6 +744,62 @@ impl Model for LlamaCppModel {
             pos += 1;
         };
         *cached = history;
+        Ok(decoding.finish(reason))
+    }
+}
+
+impl LlamaCppModel {
+    /// A generation through the scheduler: it decodes, this thread keeps the sink.
+    fn generate_scheduled(
+        &self,
+        scheduler: &scheduler::Scheduler,
+        request: &GenerateRequest,
+        prompt_ids: Vec<u32>,
+        sink: &mut dyn runanywhere_plugin_api::sdk::Sink,
+    ) -> Result<GenerationStats, EngineError> {
+        use scheduler::{Event, Verdict};
+        let mut decoding = GenerationTracker::start(
+            request,
+            prompt_ids,
+            self.context_length as usize,
+            self.eog.clone(),
+            sink,
+        )?;
+        let (events_tx, events) = std::sync::mpsc::sync_channel(1);
+        let (verdicts, verdicts_rx) = std::sync::mpsc::channel();
+        let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        scheduler.submit(scheduler::Job {
+            prompt: decoding.prompt_ids().to_vec(),
+            sampling: request.sampling,
+            top: decoding.top_logprobs(),
+            events: events_tx,
+            verdicts: verdicts_rx,
+            cancelled: std::sync::Arc::clone(&cancelled),
+        })?;
+        let vocab = self.model.vocab();
+        let reason = loop {
+            let event = scheduler::next_event(&events, &cancelled, &|| decoding.cancelled())?;
+            match event {
+                None => break StopReason::Cancelled,
+                Some(Event::Failed(e)) => return Err(e),
+                Some(Event::Token(id, score)) => {
+                    let piece = vocab.token_to_piece(LlamaToken::new(id as i32), false, None);
+                    match decoding.accept_scored(id, &piece, score) {
+                        Some(reason) => {
+                            let _ = verdicts.send(Verdict::Stop);
+                            break reason;
+                        }
+                        None => {
+                            if verdicts.send(Verdict::Continue).is_err() {
+                                return Err(EngineError::internal(
+                                    "the llama.cpp scheduler stopped during the generation",
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        };
         Ok(decoding.finish(reason))
     }
 }
