@@ -648,3 +648,32 @@ fn shutdown_cancels_what_outlasts_the_drain_time() {
         events.len()
     );
 }
+
+#[test]
+fn cors_is_off_unless_an_origin_is_allowed() {
+    let plugins = plugin_dir(&["mock"]);
+    let preflight = |url: &str, origin: &str| {
+        let response = agent()
+            .options(format!("{url}/v1/models"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "GET")
+            .call()
+            .expect("preflight");
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let closed = Served::start(plugins.path(), &[], &[]);
+    assert_eq!(preflight(&closed.url, "http://localhost:3000"), None);
+    let open = Served::start(
+        plugins.path(),
+        &["--cors-origin", "http://localhost:3000"],
+        &[],
+    );
+    assert_eq!(
+        preflight(&open.url, "http://localhost:3000").as_deref(),
+        Some("http://localhost:3000")
+    );
+    assert_eq!(preflight(&open.url, "http://evil.example"), None);
+}
