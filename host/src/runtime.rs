@@ -255,7 +255,13 @@ impl Runtime {
         let estimate = if options.vocab_only {
             None
         } else {
-            memory::estimate_file(path, options.context_length)
+            // Parallel sequences each get a whole context's KV cache.
+            memory::estimate_file(path, options.context_length).map(|mut e| {
+                e.kv_cache = e
+                    .kv_cache
+                    .saturating_mul(u64::from(options.parallel.max(1)));
+                e
+            })
         };
         tracing::info!(engine = engine.id(), model = %path.display(), "loading model");
         self.models.get_or_load(&key, estimate, options.force, || {

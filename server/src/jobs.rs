@@ -167,7 +167,8 @@ impl Job {
                     out.scores.extend(score);
                 }
                 Event::Done(Ok(stats)) => {
-                    if self.timed_out() {
+                    if self.timed_out() && stats.stop_reason() == runanywhere::StopReason::Cancelled
+                    {
                         return Err(self.timeout_error());
                     }
                     out.stats = stats;
@@ -182,6 +183,25 @@ impl Job {
             }
         }
         Err(ended_without_result())
+    }
+}
+
+/// Sends `event` unless the client is gone or the generation cancelled: a client that
+/// stops reading (the channel full) never blocks the generation past its cancel (the
+/// request timeout, a disconnect, shutdown). Returns whether it was delivered.
+fn deliver(tx: &mpsc::Sender<Event>, mut event: Event, cancel: &CancelToken) -> bool {
+    loop {
+        match tx.try_send(event) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(back)) => {
+                if cancel.is_cancelled() {
+                    return false;
+                }
+                event = back;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
     }
 }
 
@@ -252,10 +272,11 @@ pub fn start(
         cancel: Some(cancel.clone()),
         keep_alive,
     };
+    let sink_cancel = cancel.clone();
     tokio::task::spawn_blocking(move || {
-        let _admission = admission;
         let start = Instant::now();
         let mut last: Option<Instant> = None;
+        let cancel = sink_cancel;
         let mut send = |id: u32, piece: &str, score: Option<Score>| {
             let now = Instant::now();
             match last {
@@ -263,10 +284,11 @@ pub fn start(
                 Some(previous) => metrics.token_gap(now - previous),
             }
             last = Some(now);
-            // A closed channel is a client that left: stop at once.
-            match tx.blocking_send(Event::Token(id, piece.to_string(), score)) {
-                Ok(()) => SinkControl::Continue,
-                Err(_) => SinkControl::Stop,
+            // A closed channel is a client that left, a cancel (timeout, disconnect,
+            // shutdown) one that is no longer wanted: stop at once.
+            match deliver(&tx, Event::Token(id, piece.to_string(), score), &cancel) {
+                true => SinkControl::Continue,
+                false => SinkControl::Stop,
             }
         };
         let result = match logprobs {
@@ -289,7 +311,10 @@ pub fn start(
                 u64::from(stats.generated_tokens),
             );
         }
-        let _ = tx.blocking_send(Event::Done(result));
+        // The model and the place are free before the client has read the end.
+        drop(model);
+        drop(admission);
+        deliver(&tx, Event::Done(result), &cancel);
     });
     Ok(Job {
         events: rx,

@@ -35,7 +35,12 @@ pub fn steps(job: Job) -> impl Stream<Item = Step> + Send {
             Some(Event::Token(id, piece, score)) => {
                 return Some((Step::Token { id, piece, score }, Some(job)))
             }
-            Some(Event::Done(_)) if job.timed_out() => Step::Failed(job.timeout_error()),
+            Some(Event::Done(Ok(stats)))
+                if job.timed_out() && stats.stop_reason() == StopReason::Cancelled =>
+            {
+                Step::Failed(job.timeout_error())
+            }
+            Some(Event::Done(Err(_))) if job.timed_out() => Step::Failed(job.timeout_error()),
             Some(Event::Done(Ok(stats))) => Step::Finished(stats),
             Some(Event::Done(Err(e))) => Step::Failed(e.into()),
             None => Step::Failed(ended_without_result()),

@@ -403,8 +403,9 @@ impl LlamaCppModel {
             let params = LlamaContextParams::default()
                 .with_n_ctx(NonZeroU32::new(context_length.saturating_mul(parallel)))
                 .with_n_seq_max(parallel)
-                .with_n_batch(batch)
-                .with_n_ubatch(batch)
+                // A step holds at least one token per sequence.
+                .with_n_batch(batch.max(parallel))
+                .with_n_ubatch(batch.max(parallel))
                 .with_n_threads(threads)
                 .with_n_threads_batch(threads);
             let context = model

@@ -174,7 +174,10 @@ fn run(mut ctx: LlamaContext<'static>, n_slots: usize, n_vocab: u32, jobs: Recei
                 }
             };
             if let Some(job) = job {
-                admit(&mut ctx, &mut slots, job, n_vocab);
+                // A caller that left while its job was queued costs no slot's cache.
+                if !job.cancelled.load(Ordering::Relaxed) {
+                    admit(&mut ctx, &mut slots, job, n_vocab);
+                }
                 continue;
             }
         }
