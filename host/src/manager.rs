@@ -582,14 +582,19 @@ impl LoadedModel {
         }
         u.waiting -= 1;
         u.running += 1;
-        u.keep_alive = turn.keep_alive.unwrap_or(r.default_keep_alive);
-        Ok(TurnGuard { model: self })
+        Ok(TurnGuard {
+            model: self,
+            keep_alive: turn.keep_alive.unwrap_or(r.default_keep_alive),
+        })
     }
 }
 
 /// Held while a generation runs; hands the turn on when dropped.
 struct TurnGuard<'a> {
     model: &'a LoadedModel,
+    /// This turn's keep-alive: the turn that ends last sets the model's expiry (with
+    /// several turns at once, not the one that started last).
+    keep_alive: KeepAlive,
 }
 
 impl Drop for TurnGuard<'_> {
@@ -599,6 +604,7 @@ impl Drop for TurnGuard<'_> {
         let now = Instant::now();
         u.running = u.running.saturating_sub(1);
         u.last_used = now;
+        u.keep_alive = self.keep_alive;
         u.expires = u.keep_alive.expiry(now);
         r.turn.notify_one();
     }
