@@ -575,24 +575,11 @@ fn parse_alias(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// `5m`, `1h30m`, seconds (`300`), `0` (until idle) or a negative number (forever).
+/// `5m`, `1h30m`, seconds (`300`), `0` (until idle) or a negative number (forever): the
+/// runtime's [`runanywhere::KeepAlive::parse`].
 pub(crate) fn parse_keep_alive(text: &str) -> Result<runanywhere::KeepAlive, String> {
-    let text = text.trim();
-    if let Ok(seconds) = text.parse::<i64>() {
-        return Ok(runanywhere::KeepAlive::from_secs(seconds));
-    }
-    if text.starts_with('-') {
-        return Ok(runanywhere::KeepAlive::Forever);
-    }
-    humantime::parse_duration(text)
-        .map(|d| {
-            if d.is_zero() {
-                runanywhere::KeepAlive::UntilIdle
-            } else {
-                runanywhere::KeepAlive::For(d)
-            }
-        })
-        .map_err(|e| format!("`{text}` is not a duration such as 5m, 1h or 300: {e}"))
+    runanywhere::KeepAlive::parse(text)
+        .ok_or_else(|| format!("`{text}` is not a duration such as 5m, 1h or 300"))
 }
 
 /// Bytes with an optional binary suffix: `1048576`, `512K`, `16M`, `8G`, `1T`.

@@ -227,21 +227,11 @@ impl Model {
         cancel: Option<&CancelToken>,
         mut on_token: impl FnMut(&ScoredToken<'_>) -> SinkControl,
     ) -> Result<GenerationStats, Error> {
-        let unsupported = |why: &str| {
-            self.wrap(EngineError::new(
-                runanywhere_plugin_api::ErrorKind::Unsupported,
-                format!(
-                    "engine `{}` does not report token log-probabilities: {why}",
-                    self.engine
-                ),
-            ))
-        };
-        let Some((table, handle)) = self.extensions else {
-            return Err(unsupported(NO_EXTENSIONS));
-        };
-        if !self.capabilities().contains(Capabilities::LOGPROBS) {
-            return Err(unsupported("the engine computes them for no model yet"));
-        }
+        let (table, handle) = self.extension(
+            Capabilities::LOGPROBS,
+            "report token log-probabilities",
+            "the engine computes them for no model yet",
+        )?;
         let _registered = cancel.map(|c| InFlight::attach(c, &mut request));
         let mut sink = HostLogprobSink {
             on_token: |t: &ScoredToken<'_>| match on_token(t) {
@@ -271,21 +261,11 @@ impl Model {
         pooling: Pooling,
         normalize: bool,
     ) -> Result<Vec<Vec<f32>>, Error> {
-        let unsupported = |why: &str| {
-            self.wrap(EngineError::new(
-                runanywhere_plugin_api::ErrorKind::Unsupported,
-                format!(
-                    "engine `{}` does not compute embeddings: {why}",
-                    self.engine
-                ),
-            ))
-        };
-        let Some((table, handle)) = self.extensions else {
-            return Err(unsupported(NO_EXTENSIONS));
-        };
-        if !self.capabilities().contains(Capabilities::EMBEDDINGS) {
-            return Err(unsupported("not for this model"));
-        }
+        let (table, handle) = self.extension(
+            Capabilities::EMBEDDINGS,
+            "compute embeddings",
+            "not for this model",
+        )?;
         let request = EmbedRequest {
             inputs: inputs.to_vec().into(),
             pooling: pooling.code(),
@@ -295,6 +275,26 @@ impl Model {
         into_result((table.embed)(handle, request))
             .map(|vs| vs.into_iter().map(|v| v.into_vec()).collect())
             .map_err(|e| self.wrap(e))
+    }
+
+    /// The plugin's extension table and this model's handle, when the model has
+    /// `capability`; otherwise an `Unsupported` error saying the engine does not `doing`,
+    /// and why (`why_not` when the plugin has the table but not this capability).
+    fn extension(
+        &self,
+        capability: Capabilities,
+        doing: &str,
+        why_not: &str,
+    ) -> Result<(&'static ExtensionsV1, u64), Error> {
+        let why = match self.extensions {
+            Some(found) if self.capabilities().contains(capability) => return Ok(found),
+            Some(_) => why_not,
+            None => NO_EXTENSIONS,
+        };
+        Err(self.wrap(EngineError::new(
+            runanywhere_plugin_api::ErrorKind::Unsupported,
+            format!("engine `{}` does not {doing}: {why}", self.engine),
+        )))
     }
 
     fn wrap(&self, source: EngineError) -> Error {
@@ -374,15 +374,26 @@ struct HostSink<F> {
 
 impl<F: FnMut(u32, &str) -> SinkControl> TokenSink for HostSink<F> {
     fn on_token(&mut self, id: u32, piece: RStr<'_>) -> SinkControl {
-        if self.panic.is_some() {
-            return SinkControl::Stop;
-        }
-        match catch_unwind(AssertUnwindSafe(|| (self.on_token)(id, piece.as_str()))) {
-            Ok(control) => control,
-            Err(payload) => {
-                self.panic = Some(payload);
-                SinkControl::Stop
-            }
+        let on_token = &mut self.on_token;
+        catching(&mut self.panic, || on_token(id, piece.as_str()))
+    }
+}
+
+/// Runs the caller's token callback; a panic in it stops the generation and is kept in
+/// `panic` to be re-raised once the engine has returned (an unwind must not cross the
+/// `extern "C"` boundary). After one panic, every later token stops too.
+fn catching(
+    panic: &mut Option<Box<dyn std::any::Any + Send>>,
+    f: impl FnOnce() -> SinkControl,
+) -> SinkControl {
+    if panic.is_some() {
+        return SinkControl::Stop;
+    }
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(control) => control,
+        Err(payload) => {
+            *panic = Some(payload);
+            SinkControl::Stop
         }
     }
 }
@@ -415,22 +426,14 @@ impl<F: FnMut(&ScoredToken<'_>) -> SinkControl> LogprobSink for HostLogprobSink<
         logprob: f32,
         top: abi_stable::std_types::RSlice<'_, TokenLogprob>,
     ) -> SinkControl {
-        if self.panic.is_some() {
-            return SinkControl::Stop;
-        }
         let token = ScoredToken {
             id,
             piece: piece.as_str(),
             logprob,
             top: top.as_slice(),
         };
-        match catch_unwind(AssertUnwindSafe(|| (self.on_token)(&token))) {
-            Ok(control) => control,
-            Err(payload) => {
-                self.panic = Some(payload);
-                SinkControl::Stop
-            }
-        }
+        let on_token = &mut self.on_token;
+        catching(&mut self.panic, || on_token(&token))
     }
 }
 

@@ -60,6 +60,28 @@ impl KeepAlive {
         }
     }
 
+    /// A keep-alive as text, as Ollama's `keep_alive` and `serve --keep-alive` take it:
+    /// seconds (`300`, `1.5`; 0 = until idle, negative = forever) or a duration (`5m`,
+    /// `1h30m`; `0s` = until idle, a leading `-` = forever). `None` if it is neither.
+    pub fn parse(text: &str) -> Option<KeepAlive> {
+        let text = text.trim();
+        if let Ok(seconds) = text.parse::<f64>() {
+            return seconds
+                .is_finite()
+                .then(|| KeepAlive::from_secs(seconds.round() as i64));
+        }
+        if text.starts_with('-') {
+            return Some(KeepAlive::Forever);
+        }
+        humantime::parse_duration(text).ok().map(|d| {
+            if d.is_zero() {
+                KeepAlive::UntilIdle
+            } else {
+                KeepAlive::For(d)
+            }
+        })
+    }
+
     /// The expiry for a use ending `now` (`None` = never).
     fn expiry(self, now: Instant) -> Option<Instant> {
         match self {

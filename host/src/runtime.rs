@@ -60,6 +60,17 @@ pub struct ResolvedModel {
 }
 
 impl ResolvedModel {
+    /// The store's copy of `entry` (and its separate tokenizer, if it has one).
+    pub fn from_store(store: &Store, entry: ModelEntry) -> Self {
+        let resolved = ResolvedModel {
+            path: store.model_path(&entry),
+            tokenizer: store.tokenizer_path(&entry),
+            entry: Some(entry),
+        };
+        tracing::debug!(path = %resolved.path.display(), "model from the store");
+        resolved
+    }
+
     fn as_given(reference: &str) -> Self {
         ResolvedModel {
             path: PathBuf::from(reference),
@@ -160,7 +171,7 @@ impl Runtime {
         }
         let store = store?;
         match store.get(reference)? {
-            Some(entry) => Ok(from_store(&store, entry)),
+            Some(entry) => Ok(ResolvedModel::from_store(&store, entry)),
             None => Err(Error::Store(crate::store::StoreError::UnknownModel {
                 id: reference.to_string(),
                 home: store.home().to_path_buf(),
@@ -190,7 +201,7 @@ impl Runtime {
             }
         };
         match store.get(reference) {
-            Ok(Some(entry)) => return Ok(from_store(&store, entry)),
+            Ok(Some(entry)) => return Ok(ResolvedModel::from_store(&store, entry)),
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!("cannot read the model store: {e}");
@@ -218,7 +229,7 @@ impl Runtime {
             self.engines(),
             progress,
         )?;
-        Ok(from_store(&store, outcome.entry().clone()))
+        Ok(ResolvedModel::from_store(&store, outcome.entry().clone()))
     }
 
     /// Resolves `reference` and loads it with `options` through the [`ModelManager`]
@@ -270,14 +281,4 @@ impl Runtime {
             Ok((model, start.elapsed().as_secs_f64() * 1000.0))
         })
     }
-}
-
-fn from_store(store: &Store, entry: ModelEntry) -> ResolvedModel {
-    let resolved = ResolvedModel {
-        path: store.model_path(&entry),
-        tokenizer: store.tokenizer_path(&entry),
-        entry: Some(entry),
-    };
-    tracing::debug!(path = %resolved.path.display(), "model from the store");
-    resolved
 }

@@ -151,11 +151,7 @@ impl ModelNames {
         }
         let store = runtime.store()?;
         let resolved = match store.get(model).map_err(runanywhere::Error::from)? {
-            Some(entry) => ResolvedModel {
-                path: store.model_path(&entry),
-                tokenizer: store.tokenizer_path(&entry),
-                entry: Some(entry),
-            },
+            Some(entry) => ResolvedModel::from_store(&store, entry),
             None => {
                 let catalog = runanywhere::store::Catalog::builtin()
                     .map_err(|e| ApiError::internal(e.to_string()))?;

@@ -152,21 +152,7 @@ fn keep_alive(value: &Option<Value>) -> std::result::Result<Option<KeepAlive>, A
         Some(Value::Number(n)) => Some(KeepAlive::from_secs(
             n.as_f64().ok_or_else(bad)?.round() as i64
         )),
-        Some(Value::String(s)) => {
-            let s = s.trim();
-            if s.starts_with('-') {
-                Some(KeepAlive::Forever)
-            } else if let Ok(n) = s.parse::<f64>() {
-                Some(KeepAlive::from_secs(n.round() as i64))
-            } else {
-                let d = humantime::parse_duration(s).map_err(|_| bad())?;
-                Some(if d.is_zero() {
-                    KeepAlive::UntilIdle
-                } else {
-                    KeepAlive::For(d)
-                })
-            }
-        }
+        Some(Value::String(s)) => Some(KeepAlive::parse(s).ok_or_else(bad)?),
         Some(_) => return Err(bad()),
     })
 }

@@ -49,6 +49,24 @@ pub fn steps(job: Job) -> impl Stream<Item = Step> + Send {
     })
 }
 
+/// A server-sent-events response: the `first` payloads, then `events`, then OpenAI's
+/// `data: [DONE]`, with keep-alive comments while a generation waits.
+pub fn sse(
+    first: Vec<String>,
+    events: impl Stream<Item = String> + Send + 'static,
+) -> axum::response::Response {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use axum::response::IntoResponse;
+    use futures_util::StreamExt;
+    let body = futures_util::stream::iter(first)
+        .chain(events)
+        .chain(futures_util::stream::iter(["[DONE]".to_string()]))
+        .map(|data| Ok::<_, std::convert::Infallible>(SseEvent::default().data(data)));
+    Sse::new(body)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
 /// OpenAI's `finish_reason` for a stop reason.
 pub fn finish_reason(reason: StopReason) -> &'static str {
     match reason {

@@ -2,10 +2,7 @@
 //! template by the runtime's [`ChatSession`], generated, and returned whole or streamed
 //! as server-sent events (`chat.completion.chunk`s, then `data: [DONE]`).
 
-use std::convert::Infallible;
-
 use axum::extract::State;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
@@ -19,7 +16,7 @@ use super::{chat_logprobs, chat_token_logprob, completion_id, usage};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::{blocking, AppState};
-use crate::streaming::{finish_reason, steps, Frame, Step};
+use crate::streaming::{finish_reason, sse, steps, Frame, Step};
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -28,16 +25,11 @@ pub struct ChatRequest {
     messages: Vec<InMessage>,
     #[serde(default)]
     stream: Option<bool>,
-    stream_options: Option<StreamOptions>,
+    stream_options: Option<super::StreamOptions>,
     #[serde(flatten)]
     sampling: Sampling,
     #[serde(flatten)]
     other: Map<String, Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct StreamOptions {
-    include_usage: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,10 +136,7 @@ pub async fn handle(
         return Err(ApiError::bad_request("`messages` is empty").with_param("messages"));
     }
     let stream = body.stream.unwrap_or(false);
-    let include_usage = body
-        .stream_options
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
+    let include_usage = super::StreamOptions::include_usage(&body.stream_options);
     let (target, loaded) = state.load(&body.model, |_| {}).await?;
     let seed = options.seed_or_random();
     let for_render = loaded.clone();
@@ -214,26 +203,16 @@ pub async fn handle(
                 out.push(c.to_string());
             }
             Step::Finished(stats) => {
-                out.push(chunk(json!({}), Some(finish_reason(stats.stop_reason()))).to_string());
-                if include_usage {
-                    let mut last = chunk(json!({}), None);
-                    last["choices"] = json!([]);
-                    last["usage"] = usage(&stats);
-                    out.push(last.to_string());
-                }
+                out.extend(super::final_chunks(
+                    chunk(json!({}), Some(finish_reason(stats.stop_reason()))),
+                    chunk(json!({}), None),
+                    &stats,
+                    include_usage,
+                ));
             }
             Step::Failed(e) => out.push(e.openai_body().to_string()),
         }
         futures_util::stream::iter(out)
     });
-    let body = futures_util::stream::iter([first])
-        .chain(events)
-        .map(|v| SseEvent::default().data(v))
-        .chain(futures_util::stream::iter([
-            SseEvent::default().data("[DONE]")
-        ]))
-        .map(Ok::<_, Infallible>);
-    Ok(Sse::new(body)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(sse(vec![first], events))
 }

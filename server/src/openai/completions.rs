@@ -1,10 +1,7 @@
 //! `POST /v1/completions`: a raw prompt (text, or token ids used as given), no chat
 //! template; `echo` puts the prompt before the completion.
 
-use std::convert::Infallible;
-
 use axum::extract::State;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
@@ -17,7 +14,7 @@ use super::{completion_id, completion_logprobs, usage};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::{blocking, AppState};
-use crate::streaming::{finish_reason, steps, Frame, Step};
+use crate::streaming::{finish_reason, sse, steps, Frame, Step};
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -28,16 +25,11 @@ pub struct CompletionRequest {
     stream: Option<bool>,
     #[serde(default)]
     echo: Option<bool>,
-    stream_options: Option<StreamOptions>,
+    stream_options: Option<super::StreamOptions>,
     #[serde(flatten)]
     sampling: Sampling,
     #[serde(flatten)]
     other: Map<String, Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct StreamOptions {
-    include_usage: Option<bool>,
 }
 
 /// OpenAI's four prompt shapes; only one prompt per request is served.
@@ -83,10 +75,7 @@ pub async fn handle(
     let logprobs = body.sampling.logprobs()?;
     let prompt = prompt(body.prompt)?;
     let stream = body.stream.unwrap_or(false);
-    let include_usage = body
-        .stream_options
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
+    let include_usage = super::StreamOptions::include_usage(&body.stream_options);
     let (target, loaded) = state.load(&body.model, |_| {}).await?;
     let echo = if body.echo.unwrap_or(false) {
         match &prompt {
@@ -153,26 +142,16 @@ pub async fn handle(
                 out.push(c.to_string());
             }
             Step::Finished(stats) => {
-                out.push(chunk("", Some(finish_reason(stats.stop_reason()))).to_string());
-                if include_usage {
-                    let mut last = chunk("", None);
-                    last["choices"] = json!([]);
-                    last["usage"] = usage(&stats);
-                    out.push(last.to_string());
-                }
+                out.extend(super::final_chunks(
+                    chunk("", Some(finish_reason(stats.stop_reason()))),
+                    chunk("", None),
+                    &stats,
+                    include_usage,
+                ));
             }
             Step::Failed(e) => out.push(e.openai_body().to_string()),
         }
         futures_util::stream::iter(out)
     });
-    let body = futures_util::stream::iter(first)
-        .chain(events)
-        .map(|v| SseEvent::default().data(v))
-        .chain(futures_util::stream::iter([
-            SseEvent::default().data("[DONE]")
-        ]))
-        .map(Ok::<_, Infallible>);
-    Ok(Sse::new(body)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(sse(first, events))
 }

@@ -78,6 +78,39 @@ pub fn completion_id(prefix: &str) -> String {
     format!("{prefix}-{:x}{n:04x}", AppState::unix_now())
 }
 
+/// `stream_options` of chat completions and completions.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+impl StreamOptions {
+    /// Whether the stream ends with a usage chunk.
+    pub fn include_usage(options: &Option<StreamOptions>) -> bool {
+        options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
+}
+
+/// The chunks that end a stream: `finish` (the chunk carrying `finish_reason`), then,
+/// with `include_usage`, a copy of `blank` with no choices and the usage.
+pub fn final_chunks(
+    finish: Value,
+    mut blank: Value,
+    stats: &GenerationStats,
+    include_usage: bool,
+) -> Vec<String> {
+    let mut out = vec![finish.to_string()];
+    if include_usage {
+        blank["choices"] = json!([]);
+        blank["usage"] = usage(stats);
+        out.push(blank.to_string());
+    }
+    out
+}
+
 /// OpenAI's `usage` object for a generation.
 pub fn usage(stats: &GenerationStats) -> Value {
     let (prompt, completion) = (stats.prompt_ids.len(), stats.generated_tokens as usize);
