@@ -18,5 +18,5 @@ rm -rf "$venv"
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes \
   --only-binary=:all: --no-deps -r "$req"
-"$venv/bin/python" -c 'import openai, ollama; print("setup-clients: openai", openai.__version__, "and ollama ready in .venv-clients", flush=True)' >&2
+"$venv/bin/python" -c 'import openai, ollama, selenium; print("setup-clients: openai", openai.__version__, "ollama and selenium", selenium.__version__, "ready in .venv-clients", flush=True)' >&2
 echo "$want" > "$stamp"

@@ -3,8 +3,9 @@
 #   cmake, clang, libclang-dev  (llama.cpp's build and bindgen, for the llama-cpp plugin)
 #   python3-pip                 (only to download the ONNX Runtime wheel)
 #   python3-venv                (the server tests' Python clients)
+#   chromium, chromium-driver, fonts-dejavu-core  (the web app's browser test)
 #   ONNX Runtime's shared library, from its PyPI wheel, into .ort/ (the onnx plugin)
-#   the official openai and ollama Python clients, pinned, into .venv-clients/
+#   the official openai, ollama and selenium Python clients, pinned, into .venv-clients/
 # Idempotent: installs nothing when everything is present.
 set -euo pipefail
 
@@ -20,6 +21,9 @@ if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv "$probe/venv" >/dev
   need+=(python3-venv)
 fi
 rm -rf "$probe"
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+[ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]} with apt-get" >&2

@@ -63,7 +63,8 @@ pub(crate) enum Command {
     Embed(EmbedArgs),
     /// Serve models over HTTP: an OpenAI-compatible API (/v1/chat/completions,
     /// /v1/completions, /v1/models, ...), Ollama's API (/api/chat, /api/generate,
-    /// /api/tags, /api/pull, ...), /health and Prometheus /metrics.
+    /// /api/tags, /api/pull, ...), /health and Prometheus /metrics, and the web app
+    /// (chat, models, engines, benchmark, settings) at http://HOST:PORT/.
     ///
     /// Requests name a model by --alias, by a --model it was started with, by store id or
     /// catalog id, each optionally `@ENGINE` (`stories260k@candle`); file paths are

@@ -61,8 +61,8 @@ pub(crate) fn run(plugin_dirs: Vec<PathBuf>, args: &ServeArgs) -> anyhow::Result
         let server = Server::bind(runtime, config, SocketAddr::new(ip, args.port)).await?;
         let addr = server.local_addr().context("reading the bound address")?;
         eprintln!(
-            "runanywhere serve: listening on http://{addr} (OpenAI API under /v1, Ollama API \
-             under /api; Ctrl-C stops)"
+            "runanywhere serve: listening on http://{addr} (web app at /, OpenAI API under \
+             /v1, Ollama API under /api; Ctrl-C stops)"
         );
         server.run(shutdown_signal()).await?;
         eprintln!("runanywhere serve: stopped");

@@ -453,6 +453,11 @@ impl ModelManager {
         sweep_locked(&mut lock(&self.shared.state), Instant::now())
     }
 
+    /// What the manager was made with (its budget and default keep-alive).
+    pub fn config(&self) -> &ManagerConfig {
+        &self.shared.config
+    }
+
     /// Unloads the model of `key` if it is idle; returns whether it did.
     pub fn unload(&self, key: &ModelKey) -> bool {
         let mut state = lock(&self.shared.state);

@@ -7,8 +7,9 @@
 //! templates, generation) is the [`runanywhere`] runtime's. One module per route family,
 //! after mistral.rs's server: [`openai`] (chat completions, completions, embeddings,
 //! models), [`ollama`], [`streaming`] (a generation as a stream of steps), [`metrics`]
-//! (Prometheus), [`router`] (routes and the layers around them: API key, CORS, body
-//! limit, panics → 500).
+//! (Prometheus), [`manage`] (our own routes: catalog, store, unload, benchmark,
+//! defaults), [`ui`] (the web app at `/`), [`router`] (routes and the layers around
+//! them: API key, CORS, body limit, panics → 500).
 //!
 //! Generations run on tokio's blocking pool ([`jobs`]); a client that disconnects
 //! cancels its generation within one token. Shutdown ([`Server::run`]'s future) stops
@@ -31,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod jobs;
+pub mod manage;
 pub mod metrics;
 pub mod names;
 pub mod ollama;
@@ -38,6 +40,7 @@ pub mod openai;
 pub mod router;
 pub mod state;
 pub mod streaming;
+pub mod ui;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;

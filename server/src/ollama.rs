@@ -142,7 +142,9 @@ impl Options {
 
 /// Ollama's `keep_alive`: seconds as a number, or a duration string (`"5m"`, `"1h"`,
 /// `"0"`; negative = forever).
-fn keep_alive(value: &Option<Value>) -> std::result::Result<Option<KeepAlive>, ApiError> {
+pub(crate) fn keep_alive(
+    value: &Option<Value>,
+) -> std::result::Result<Option<KeepAlive>, ApiError> {
     let bad = || {
         ApiError::bad_request("`keep_alive` must be seconds or a duration such as \"5m\" (0 unloads, negative keeps forever)")
             .with_param("keep_alive")
@@ -672,8 +674,7 @@ struct Progress {
 
 impl Progress {
     fn send(&self, v: Value) {
-        // A client that left stops listening; the pull itself completes (it is resumable
-        // and other clients may be waiting for the same model).
+        // A client that left is noticed by `cancelled`, after the chunk in hand.
         let _ = self.tx.blocking_send(v);
     }
 
@@ -702,6 +703,12 @@ impl PullProgress for Progress {
     }
     fn note(&mut self, message: &str) {
         self.send(json!({"status": message}));
+    }
+    /// The client hung up (a browser's Cancel): stop, keeping the partial file so the
+    /// next pull resumes. Another client pulling the same model waits on the store's
+    /// lock and then resumes it.
+    fn cancelled(&self) -> bool {
+        self.tx.is_closed()
     }
 }
 

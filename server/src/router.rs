@@ -15,7 +15,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::error::{ApiError, OllamaError};
 use crate::state::AppState;
-use crate::{ollama, openai};
+use crate::{manage, ollama, openai, ui};
 
 /// The whole API over `state`.
 pub fn router(state: AppState) -> Router {
@@ -39,6 +39,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/embed", post(ollama::embed))
         .route("/api/pull", post(ollama::pull))
         .route("/api/delete", delete(ollama::delete))
+        .route("/v1/catalog", get(manage::catalog))
+        .route("/v1/store", get(manage::store))
+        .route("/v1/store/verify", post(manage::verify))
+        .route("/v1/unload", post(manage::unload))
+        .route("/v1/bench", post(manage::run_bench))
+        .route("/v1/config", get(manage::config))
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::file))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn_with_state(state.clone(), count))
@@ -82,13 +90,14 @@ async fn not_found(request: Request) -> Response {
     )
 }
 
-/// With an API key set, every route but `/health` needs `Authorization: Bearer KEY`.
+/// With an API key set, every route but `/health` and the web app's files needs
+/// `Authorization: Bearer KEY`.
 async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(key) = state.config.api_key.as_deref() else {
         return next.run(request).await;
     };
     let path = request.uri().path();
-    if path == "/health" || request.method() == Method::OPTIONS {
+    if path == "/health" || ui::is_ui(path) || request.method() == Method::OPTIONS {
         return next.run(request).await;
     }
     let given = request

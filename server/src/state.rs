@@ -90,18 +90,28 @@ impl AppState {
         let requested = requested.to_string();
         blocking(move || {
             let target = state.names.resolve(&state.runtime, &requested)?;
-            let mut options = state.config.load.clone();
-            options.engine = target.engine.clone().or(options.engine);
-            tune(&mut options);
-            let loaded = state.runtime.load_resolved(&target.resolved, &options)?;
-            state
-                .loaded_as
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(loaded.key().clone(), target.name.clone());
+            let loaded = state.load_target(&target, tune)?;
             Ok((target, loaded))
         })
         .await
+    }
+
+    /// Loads a resolved `target` (blocking), remembering the name it was asked for so
+    /// that `/api/ps` and `/v1/unload` know the loaded copy by it.
+    pub fn load_target(
+        &self,
+        target: &Target,
+        tune: impl FnOnce(&mut LoadOptions),
+    ) -> Result<LoadedModel, ApiError> {
+        let mut options = self.config.load.clone();
+        options.engine = target.engine.clone().or(options.engine);
+        tune(&mut options);
+        let loaded = self.runtime.load_resolved(&target.resolved, &options)?;
+        self.loaded_as
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(loaded.key().clone(), target.name.clone());
+        Ok(loaded)
     }
 
     /// The name a loaded model was last asked for by.

@@ -20,3 +20,4 @@ mod routing;
 mod runtime;
 mod serve;
 mod store;
+mod webapp;

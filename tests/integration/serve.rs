@@ -17,15 +17,15 @@ use runanywhere_tests::{
 use serde_json::{json, Value};
 
 /// A running `runanywhere serve`, killed when dropped.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     log: Arc<Mutex<String>>,
 }
 
 impl Served {
     /// Starts the server on a free port with `args` and waits for its address.
-    fn start(plugins: &Path, args: &[&str], env: &[(&str, &str)]) -> Served {
+    pub(crate) fn start(plugins: &Path, args: &[&str], env: &[(&str, &str)]) -> Served {
         let mut all = vec!["serve", "--port", "0"];
         all.extend_from_slice(args);
         let mut env = env.to_vec();
@@ -68,7 +68,7 @@ impl Served {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
@@ -117,7 +117,7 @@ fn read(mut response: ureq::http::Response<ureq::Body>) -> (u16, String, ureq::h
     (status, body, headers)
 }
 
-fn get(url: &str, key: Option<&str>) -> (u16, String) {
+pub(crate) fn get(url: &str, key: Option<&str>) -> (u16, String) {
     let mut request = agent().get(url);
     if let Some(k) = key {
         request = request.header("Authorization", &format!("Bearer {k}"));
@@ -131,7 +131,7 @@ fn get(url: &str, key: Option<&str>) -> (u16, String) {
     }
 }
 
-fn post(url: &str, body: &str) -> (u16, Value, ureq::http::HeaderMap) {
+pub(crate) fn post(url: &str, body: &str) -> (u16, Value, ureq::http::HeaderMap) {
     let response = agent()
         .post(url)
         .header("Content-Type", "application/json")
@@ -142,12 +142,12 @@ fn post(url: &str, body: &str) -> (u16, Value, ureq::http::HeaderMap) {
     (status, value, headers)
 }
 
-fn gguf() -> PathBuf {
+pub(crate) fn gguf() -> PathBuf {
     data_dir().join("tinystories/stories260K.gguf")
 }
 
 /// `run --json` greedy on stories260K (llama.cpp).
-fn run_json(prompt: &[&str], max_tokens: u32, extra: &[&str]) -> Value {
+pub(crate) fn run_json(prompt: &[&str], max_tokens: u32, extra: &[&str]) -> Value {
     let gguf = gguf();
     let mut args = vec![
         "run",
@@ -168,7 +168,7 @@ fn run_json(prompt: &[&str], max_tokens: u32, extra: &[&str]) -> Value {
     ))
 }
 
-fn finish_reason(stop: &Value) -> &'static str {
+pub(crate) fn finish_reason(stop: &Value) -> &'static str {
     match stop.as_str() {
         Some("max_tokens") | Some("context_full") => "length",
         _ => "stop",

@@ -92,6 +92,15 @@ pub enum HubError {
         /// Whether the limit is the size the Hub advertised (else the free disk space).
         advertised: bool,
     },
+    /// Whoever asked for the pull stopped it ([`PullProgress::cancelled`]); what had
+    /// arrived is kept, and the next pull of the same file resumes from there.
+    #[error("the download of {url} was cancelled at byte {at}; pull again to resume")]
+    Cancelled {
+        /// The URL.
+        url: String,
+        /// Bytes written so far.
+        at: u64,
+    },
     /// The partial download could not be read or written.
     #[error("{action} {}: {source}", path.display())]
     Io {
@@ -500,6 +509,12 @@ impl HubClient {
                     .map_err(|e| Failure::Fatal(io("cannot write")(e)))?;
                 state.update(&buf[..n]);
                 progress.advance(n as u64);
+                if progress.cancelled() {
+                    return Err(Failure::Fatal(HubError::Cancelled {
+                        url: url.clone(),
+                        at: state.len,
+                    }));
+                }
             }
             match remote.size {
                 Some(size) if state.len < size => Err(Failure::Transient(format!(

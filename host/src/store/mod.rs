@@ -15,6 +15,7 @@
 //! add the registry entry, both under the registry lock.
 
 mod catalog;
+mod check;
 mod digest;
 mod disk;
 mod hub;
@@ -28,6 +29,7 @@ mod reference;
 use std::path::{Path, PathBuf};
 
 pub use catalog::{Catalog, CatalogEntry, CatalogError, CatalogFile};
+pub use check::FileCheck;
 pub use disk::FREE_BYTES_ENV;
 pub use hub::{HubClient, HubError, RemoteFile, DEFAULT_ENDPOINT, ENDPOINT_ENV, TOKEN_ENV};
 pub use import::ImportOptions;

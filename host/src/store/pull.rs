@@ -59,6 +59,12 @@ pub trait PullProgress {
     fn finish(&mut self);
     /// Something worth telling (resuming, retrying, waiting for a lock).
     fn note(&mut self, message: &str);
+    /// Whether to stop now (asked after every chunk): the pull then fails with
+    /// [`HubError::Cancelled`](super::HubError::Cancelled), keeping the partial file
+    /// for the next pull to resume. A server cancels when its client hangs up.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Progress that goes nowhere (notes go to the log).
@@ -327,8 +333,11 @@ impl Store {
             let got = match got {
                 Ok(got) => got,
                 Err(e) => {
-                    let network = matches!(e, StoreError::Hub(HubError::Network { .. }));
-                    if !(network && resumable(remote)) {
+                    let keep = matches!(
+                        e,
+                        StoreError::Hub(HubError::Network { .. } | HubError::Cancelled { .. })
+                    );
+                    if !(keep && resumable(remote)) {
                         // The download's own error is the one to report.
                         for path in [&partial, &meta_path] {
                             if let Err(rm) = remove_if_present(path) {

@@ -46,6 +46,10 @@ pub struct MockEngine {
     /// Sleep per forward step (manifest option `token_delay_ms`): a slow engine, for
     /// tests of queues, timeouts and shutdown in front ends.
     delay: std::time::Duration,
+    /// Manifest option `reply`: every generation is exactly this text (spelled with byte
+    /// tokens), then end of sequence. Canned text, which only the mock may have: for
+    /// front ends' tests of what they do with a given reply (markup in it, say).
+    reply: Option<String>,
 }
 
 impl Engine for MockEngine {
@@ -60,9 +64,12 @@ impl Engine for MockEngine {
                 ))
             })?,
         };
+        let reply =
+            runanywhere_plugin_api::abi::lookup(&request.options, "reply").map(str::to_string);
         Ok(MockEngine {
             id: request.engine_id.to_string(),
             delay: std::time::Duration::from_millis(delay),
+            reply,
         })
     }
 
@@ -92,6 +99,7 @@ impl Engine for MockEngine {
             context_length,
             vocab_only: request.vocab_only,
             delay: self.delay,
+            reply: self.reply.clone(),
         })
     }
 }
@@ -102,6 +110,7 @@ pub struct MockModel {
     /// Loaded for tokenization only: generating is refused, as in every engine.
     vocab_only: bool,
     delay: std::time::Duration,
+    reply: Option<String>,
 }
 
 impl MockModel {
@@ -256,6 +265,9 @@ struct MockForward {
     /// The rest of the spelling of the word being generated, next token first.
     spelling: Vec<u32>,
     delay: std::time::Duration,
+    /// The `reply` option's tokens, then EOS, and how long the prompt was.
+    script: Option<Vec<u32>>,
+    prompt_len: usize,
 }
 
 impl MockForward {
@@ -276,6 +288,12 @@ impl MockForward {
             history: Vec::new(),
             spelling: Vec::new(),
             delay: model.delay,
+            script: model.reply.as_ref().map(|r| {
+                let mut ids: Vec<u32> = r.bytes().map(|b| BYTE0 + u32::from(b)).collect();
+                ids.push(EOS);
+                ids
+            }),
+            prompt_len: 0,
         })
     }
 }
@@ -310,9 +328,17 @@ impl Forward for MockForward {
                     .unwrap_or_default();
             }
         }
+        if self.history.is_empty() {
+            self.prompt_len = ids.len();
+        }
         self.history.extend_from_slice(ids);
         logits.clear();
         logits.resize(self.vocab_size, f32::NEG_INFINITY);
+        if let Some(script) = &self.script {
+            let at = self.history.len() - self.prompt_len;
+            logits[script.get(at).copied().unwrap_or(EOS) as usize] = 0.0;
+            return Ok(());
+        }
         if let Some(&next) = self.spelling.first() {
             logits[next as usize] = 0.0;
             return Ok(());
@@ -340,6 +366,7 @@ mod tests {
             context_length: 64,
             vocab_only: false,
             delay: std::time::Duration::ZERO,
+            reply: None,
         }
     }
 
@@ -378,6 +405,27 @@ mod tests {
         assert_eq!(m.tokenize("", true, false).unwrap(), vec![BOS]);
         assert_eq!(m.tokenize("<s>", false, true).unwrap(), vec![BOS]);
         assert_eq!(m.tokenize("<s>", false, false).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn the_reply_option_is_the_whole_reply_at_any_temperature() {
+        let m = MockModel {
+            reply: Some("<b>café</b> →".into()),
+            ..model()
+        };
+        for (temp, seed) in [(0.0, 1), (1.5, 7)] {
+            let (ids, text, stop) = generate(&m, "hello world", 50, &[], temp, seed);
+            assert_eq!(text, "<b>café</b> →");
+            assert_eq!(
+                ids.len(),
+                "<b>café</b> →".len(),
+                "its bytes, then EOS (not emitted)"
+            );
+            assert_eq!(stop, StopReason::EndOfGeneration);
+        }
+        // max_tokens still cuts it.
+        let (_, text, stop) = generate(&m, "hello", 3, &[], 0.0, 1);
+        assert_eq!((text.as_str(), stop), ("<b>", StopReason::MaxTokens));
     }
 
     #[test]

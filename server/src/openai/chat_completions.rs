@@ -11,7 +11,7 @@ use runanywhere::ChatSession;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::request::{refuse_unknown, Sampling, IGNORED};
+use super::request::{refuse_unknown, Lifecycle, Sampling, IGNORED};
 use super::{chat_logprobs, chat_token_logprob, completion_id, usage};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -28,6 +28,8 @@ pub struct ChatRequest {
     stream_options: Option<super::StreamOptions>,
     #[serde(flatten)]
     sampling: Sampling,
+    #[serde(flatten)]
+    lifecycle: Lifecycle,
     #[serde(flatten)]
     other: Map<String, Value>,
 }
@@ -137,7 +139,8 @@ pub async fn handle(
     }
     let stream = body.stream.unwrap_or(false);
     let include_usage = super::StreamOptions::include_usage(&body.stream_options);
-    let (target, loaded) = state.load(&body.model, |_| {}).await?;
+    let keep_alive = body.lifecycle.keep_alive()?;
+    let (target, loaded) = state.load(&body.model, body.lifecycle.tune()?).await?;
     let seed = options.seed_or_random();
     let for_render = loaded.clone();
     let prepared = blocking(move || {
@@ -153,7 +156,7 @@ pub async fn handle(
         );
     }
     let engine = loaded.model().engine_id().to_string();
-    let job = state.generate(loaded, prepared.request, None, logprobs)?;
+    let job = state.generate(loaded, prepared.request, keep_alive, logprobs)?;
     let (id, created, model) = (completion_id("chatcmpl"), AppState::unix_now(), target.name);
     let fingerprint = format!("runanywhere-{engine}");
     if !stream {
@@ -171,6 +174,7 @@ pub async fn handle(
                 "finish_reason": finish_reason(done.stats.stop_reason()),
             }],
             "usage": usage(&done.stats),
+            "timings": super::timings(&done.stats),
         }))
         .into_response());
     }

@@ -9,7 +9,7 @@ use runanywhere::Prompt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::request::{refuse_unknown, Sampling, IGNORED};
+use super::request::{refuse_unknown, Lifecycle, Sampling, IGNORED};
 use super::{completion_id, completion_logprobs, usage};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -28,6 +28,8 @@ pub struct CompletionRequest {
     stream_options: Option<super::StreamOptions>,
     #[serde(flatten)]
     sampling: Sampling,
+    #[serde(flatten)]
+    lifecycle: Lifecycle,
     #[serde(flatten)]
     other: Map<String, Value>,
 }
@@ -76,7 +78,8 @@ pub async fn handle(
     let prompt = prompt(body.prompt)?;
     let stream = body.stream.unwrap_or(false);
     let include_usage = super::StreamOptions::include_usage(&body.stream_options);
-    let (target, loaded) = state.load(&body.model, |_| {}).await?;
+    let keep_alive = body.lifecycle.keep_alive()?;
+    let (target, loaded) = state.load(&body.model, body.lifecycle.tune()?).await?;
     let echo = if body.echo.unwrap_or(false) {
         match &prompt {
             Prompt::Text(t) => t.to_string(),
@@ -89,7 +92,7 @@ pub async fn handle(
         String::new()
     };
     let request = options.request(prompt, options.seed_or_random());
-    let job = state.generate(loaded, request, None, logprobs)?;
+    let job = state.generate(loaded, request, keep_alive, logprobs)?;
     let (id, created, model) = (completion_id("cmpl"), AppState::unix_now(), target.name);
     if !stream {
         let done = job.collect().await?;
@@ -105,6 +108,7 @@ pub async fn handle(
                 "finish_reason": finish_reason(done.stats.stop_reason()),
             }],
             "usage": usage(&done.stats),
+            "timings": super::timings(&done.stats),
         }))
         .into_response());
     }

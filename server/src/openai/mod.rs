@@ -97,11 +97,12 @@ impl StreamOptions {
 /// The chunks that end a stream: `finish` (the chunk carrying `finish_reason`), then,
 /// with `include_usage`, a copy of `blank` with no choices and the usage.
 pub fn final_chunks(
-    finish: Value,
+    mut finish: Value,
     mut blank: Value,
     stats: &GenerationStats,
     include_usage: bool,
 ) -> Vec<String> {
+    finish["timings"] = timings(stats);
     let mut out = vec![finish.to_string()];
     if include_usage {
         blank["choices"] = json!([]);
@@ -109,6 +110,23 @@ pub fn final_chunks(
         out.push(blank.to_string());
     }
     out
+}
+
+/// llama.cpp server's `timings` (beside `usage` in a reply, on the chunk carrying
+/// `finish_reason` in a stream): the engine's own prefill and decode figures, which a
+/// client cannot measure through the network.
+pub fn timings(stats: &GenerationStats) -> Value {
+    let m = runanywhere::metrics::RunMetrics::new(0.0, stats);
+    let ms = |us: u64| us as f64 / 1000.0;
+    json!({
+        "prompt_n": m.prompt_tokens,
+        "prompt_ms": ms(stats.prefill_us),
+        "prompt_per_second": m.prefill_tok_s,
+        "predicted_n": m.generated_tokens,
+        "predicted_ms": ms(stats.decode_us),
+        "predicted_per_second": m.decode_tok_s,
+        "ttft_ms": m.ttft_ms,
+    })
 }
 
 /// OpenAI's `usage` object for a generation.

@@ -201,6 +201,38 @@ pub fn refuse_unknown(
     Ok(())
 }
 
+/// Two fields beyond OpenAI's, as Ollama's API has them, so one client (the web app) can
+/// set the model's lifetime and context over the OpenAI routes: `keep_alive` (seconds or
+/// a duration such as `"5m"`; 0 unloads after the reply, negative keeps forever) and
+/// `num_ctx` (the context the model is loaded with).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Lifecycle {
+    keep_alive: Option<Value>,
+    num_ctx: Option<u32>,
+}
+
+impl Lifecycle {
+    /// The keep-alive asked for, if any.
+    pub fn keep_alive(&self) -> Result<Option<runanywhere::KeepAlive>, ApiError> {
+        crate::ollama::keep_alive(&self.keep_alive)
+    }
+
+    /// How the model's load options change.
+    pub fn tune(
+        &self,
+    ) -> Result<impl FnOnce(&mut runanywhere::LoadOptions) + Send + 'static, ApiError> {
+        if self.num_ctx == Some(0) {
+            return Err(out_of_range("num_ctx", "at least 1"));
+        }
+        let ctx = self.num_ctx;
+        Ok(move |o: &mut runanywhere::LoadOptions| {
+            if let Some(c) = ctx {
+                o.context_length = c;
+            }
+        })
+    }
+}
+
 /// Bookkeeping fields clients send that change nothing here.
 pub const IGNORED: &[&str] = &["user", "store", "metadata", "service_tier"];
 
