@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use runanywhere::bench::{bench, chat_turns, parallel, TurnTiming};
-use runanywhere::{LoadOptions, Runtime};
+use runanywhere::{LoadOptions, Runtime, Turn};
 
 use super::args::BenchArgs;
 
@@ -55,7 +55,13 @@ pub(crate) fn run(runtime: &Runtime, args: &BenchArgs) -> anyhow::Result<ExitCod
             ));
             continue;
         }
-        results.push(bench(&model, &args.prompt, args.max_tokens, args.runs)?);
+        results.push(bench(
+            &model,
+            &args.prompt,
+            args.max_tokens,
+            args.runs,
+            &Turn::default(),
+        )?);
     }
     if args.chat_turns.is_some() {
         return print_turns(&chats, args.json);

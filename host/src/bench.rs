@@ -35,12 +35,14 @@ pub struct BenchResult {
 }
 
 /// Benchmarks `model`: a warm-up, then `runs` (at least 1) greedy generations of up to
-/// `max_tokens` tokens from `prompt`.
+/// `max_tokens` tokens from `prompt`. `turn` carries a cancel token (a server's client
+/// that left): a cancelled benchmark stops within a token and is an error, not figures.
 pub fn bench(
     model: &LoadedModel,
     prompt: &str,
     max_tokens: u32,
     runs: u32,
+    turn: &Turn,
 ) -> Result<BenchResult, Error> {
     let options = GenerateOptions {
         max_tokens,
@@ -51,11 +53,14 @@ pub fn bench(
         let request = options.request(Prompt::Text(prompt.into()), 0);
         let mut delivered = 0u64;
         let t = Instant::now();
-        let stats = model.generate(request, &Turn::default(), |_, _| {
+        let stats = model.generate(request, turn, |_, _| {
             delivered += 1;
             SinkControl::Continue
         })?;
         let wall = t.elapsed().as_secs_f64();
+        if turn.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Err(Error::Cancelled);
+        }
         if i == 0 {
             continue; // warm-up
         }

@@ -458,13 +458,15 @@ impl ModelManager {
         &self.shared.config
     }
 
-    /// Unloads the model of `key` if it is idle; returns whether it did.
+    /// Unloads the model of `key` if it is idle; returns whether it did. The model is
+    /// freed after the manager's lock is released (freeing a large model takes a while,
+    /// and other callers should not wait for it).
     pub fn unload(&self, key: &ModelKey) -> bool {
         let mut state = lock(&self.shared.state);
         let idle = matches!(state.slots.get(key), Some(Slot::Ready(r)) if r.idle());
-        if idle {
-            state.slots.remove(key);
-        }
+        let removed = if idle { state.slots.remove(key) } else { None };
+        drop(state);
+        drop(removed);
         idle
     }
 

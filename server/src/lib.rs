@@ -97,10 +97,12 @@ impl Server {
                 context: format!("cannot listen on {addr}"),
                 source,
             })?;
-        Ok(Server {
-            state: AppState::new(runtime, config),
-            listener,
-        })
+        let state = AppState::new(runtime, config);
+        state.loopback.store(
+            addr.ip().is_loopback(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(Server { state, listener })
     }
 
     /// The address it listens on.

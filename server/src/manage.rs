@@ -13,7 +13,7 @@
 //! * `POST /v1/bench {"model", "engines"?, "prompt"?, "max_tokens"?, "runs"?}` — NDJSON:
 //!   `{"status":"loading","engine"}`, then a `result` (the figures of `runanywhere
 //!   bench --json`) or an `error` per engine, then `done`. A client that hangs up stops
-//!   it after the engine in progress.
+//!   it within a token.
 //! * `GET /v1/config` — the defaults a client shows: sampling, token cap, context,
 //!   keep-alive, and the server's version.
 
@@ -28,7 +28,7 @@ use axum::Json;
 use futures_util::StreamExt;
 use runanywhere::bench::bench;
 use runanywhere::store::Catalog;
-use runanywhere::{GenerateOptions, KeepAlive};
+use runanywhere::{CancelToken, GenerateOptions, KeepAlive, Turn};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -128,7 +128,7 @@ pub async fn unload(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ModelBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let manager = state.runtime.models();
+    let manager = state.runtime.models().clone();
     let keys: Vec<_> = manager
         .loaded()
         .into_iter()
@@ -142,7 +142,20 @@ pub async fn unload(
             ApiError::not_found(format!("`{}` is not loaded", body.model)).with_param("model"),
         );
     }
-    let unloaded = keys.iter().filter(|k| manager.unload(k)).count();
+    let busy = keys.len();
+    let unloaded = blocking(move || Ok(keys.iter().filter(|k| manager.unload(k)).count())).await?;
+    if unloaded == 0 {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "model_busy",
+            format!(
+                "`{}` is generating ({busy} loaded cop{}); it unloads when idle, or try again",
+                body.model,
+                if busy == 1 { "y" } else { "ies" }
+            ),
+        )
+        .with_param("model"));
+    }
     Ok(Json(json!({"model": body.model, "unloaded": unloaded})))
 }
 
@@ -176,6 +189,16 @@ pub async fn config(State(state): State<AppState>) -> Json<Value> {
             "seed": null,
         },
     }))
+}
+
+/// Cancels its token when dropped: held by a response body, it cancels the work behind
+/// the response when the client goes (or the response ends).
+struct CancelOnDrop(CancelToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// `POST /v1/bench` body.
@@ -245,16 +268,23 @@ pub async fn run_bench(
     })
     .await?;
     let (tx, rx) = mpsc::channel::<Value>(16);
+    // The client leaving (the response body dropped) cancels the run in progress.
+    let cancel = CancelToken::new();
+    let turn = Turn {
+        cancel: Some(cancel.clone()),
+        ..Turn::default()
+    };
+    let guard = CancelOnDrop(cancel);
     tokio::task::spawn_blocking(move || {
         for engine in engines {
-            if tx.is_closed() {
+            if turn.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
                 tracing::info!("benchmark stopped: its client left");
                 return;
             }
             let _ = tx.blocking_send(json!({"status": "loading", "engine": engine}));
             let outcome = state
                 .load_target(&target, |o| o.engine = Some(engine.clone()))
-                .and_then(|model| Ok(bench(&model, &prompt, max_tokens, runs)?));
+                .and_then(|model| Ok(bench(&model, &prompt, max_tokens, runs, &turn)?));
             let event = match outcome {
                 Ok(result) => json!({"status": "result", "result": result}),
                 Err(e) => json!({"status": "error", "engine": engine, "error": e.message}),
@@ -263,7 +293,8 @@ pub async fn run_bench(
         }
         let _ = tx.blocking_send(json!({"status": "done", "model": target.name}));
     });
-    let lines = tokio_stream::wrappers::ReceiverStream::new(rx).map(|v| {
+    let lines = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |v| {
+        let _held = &guard;
         let mut line = v.to_string();
         line.push('\n');
         Ok::<_, Infallible>(Bytes::from(line))

@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/{file}", get(ui::file))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(state.clone(), same_origin))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
@@ -124,6 +125,66 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
     }
 }
 
+/// Refuses what a web page elsewhere could make a browser send: a request whose
+/// `Origin` is neither this server nor a `--cors-origin` (a form or `text/plain` POST
+/// needs no preflight, so CORS alone would not stop it from pulling, unloading or
+/// generating), and, on a loopback server, a `Host` that is not a loopback name (DNS
+/// rebinding). Clients that are not browsers send no `Origin` and are unaffected.
+async fn same_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(message) = foreign(&state, &request) {
+        let path = request.uri().path().to_string();
+        return shaped(
+            &path,
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+        );
+    }
+    next.run(request).await
+}
+
+/// Why `request` is refused by [`same_origin`], if it is.
+fn foreign(state: &AppState, request: &Request) -> Option<String> {
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let host = header(header::HOST);
+    if state.loopback.load(std::sync::atomic::Ordering::Relaxed) && !is_loopback_host(host) {
+        return Some(format!(
+            "Host `{host}` refused: this server listens on loopback only; use \
+             http://127.0.0.1 or http://localhost"
+        ));
+    }
+    let origin = header(header::ORIGIN);
+    if origin.is_empty() || request.method() == Method::OPTIONS {
+        return None;
+    }
+    let own = ["http", "https"]
+        .iter()
+        .any(|scheme| origin == format!("{scheme}://{host}"));
+    let allowed = state.config.cors_origins.iter().any(|o| o == origin);
+    (!own && !allowed).then(|| {
+        format!(
+            "a request from the web page at {origin} was refused; start `serve` with \
+             `--cors-origin {origin}` to allow that page"
+        )
+    })
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Compares without an early exit, so the time taken does not tell how much matched.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -177,4 +238,34 @@ async fn engines(State(state): State<AppState>) -> Result<Response, ApiError> {
     let runtime = std::sync::Arc::clone(&state.runtime);
     let listing = crate::state::blocking(move || Ok(runtime.engines().listing())).await?;
     Ok(Json(listing).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn loopback_hosts_are_loopback_names_and_addresses() {
+        for host in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:1",
+            "127.8.9.1",
+            "[::1]:80",
+            "[::1]",
+            "LOCALHOST",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "",
+            "evil.example",
+            "evil.example:8080",
+            "10.0.0.1:80",
+            "localhost.evil.example",
+            "[::2]:80",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 }

@@ -33,6 +33,9 @@ pub struct Shared {
     pub jobs: Arc<Jobs>,
     /// Whether the start-up models are loaded (`/health`).
     pub ready: AtomicBool,
+    /// Whether it listens on a loopback address only (then only loopback `Host` names
+    /// are served: a DNS-rebinding page cannot reach it under its own name).
+    pub loopback: AtomicBool,
     /// When the server started.
     pub started: SystemTime,
     /// The name each loaded model was asked for by, for listings (`/api/ps`).
@@ -69,6 +72,7 @@ impl AppState {
             metrics: Arc::default(),
             jobs: Arc::default(),
             ready: AtomicBool::new(false),
+            loopback: AtomicBool::new(false),
             started: SystemTime::now(),
             loaded_as: Mutex::default(),
         }))

@@ -21,7 +21,15 @@ const $ = (id) => document.getElementById(id);
 function loadConversations() {
   try {
     const v = JSON.parse(localStorage.getItem(STORE) || "[]");
-    return Array.isArray(v) ? v : [];
+    if (!Array.isArray(v)) return [];
+    const valid = v.filter((c) => c && typeof c.id === "string" && Array.isArray(c.messages));
+    // A reply still streaming when the page was closed never finished.
+    for (const c of valid) {
+      for (const m of c.messages) {
+        if (m.pending) { delete m.pending; m.error = "interrupted: the page was closed while it streamed"; }
+      }
+    }
+    return valid;
   } catch { return []; }
 }
 function save() {
@@ -48,6 +56,7 @@ function newConversation() {
 }
 
 function select(id) {
+  if (id === currentId) { $("conversations").classList.remove("open"); return; }
   if (streaming) stop();
   currentId = id;
   cancelEdit();
@@ -67,7 +76,7 @@ function renderList() {
     const remove = el("button", {class: "icon delete", title: "Delete", "aria-label": "Delete",
       onclick: () => {
         if (!confirm(`Delete “${c.title}”?`)) return;
-        if (c.id === currentId && streaming) stop();
+        if (c.id === currentId) { if (streaming) stop(); cancelEdit(); }
         conversations = conversations.filter((x) => x.id !== c.id);
         if (currentId === c.id) currentId = conversations[0]?.id || null;
         save();
@@ -220,7 +229,8 @@ async function generate(conv) {
   conv.engine = $("engine-select").value;
   conv.system = $("system-prompt").value;
   conv.updated = Date.now();
-  const history = conv.messages.filter((m) => !m.error || m.content).map(({role, content}) => ({role, content}));
+  // Failed or interrupted replies with no text are not part of the conversation.
+  const history = conv.messages.filter((m) => m.content).map(({role, content}) => ({role, content}));
   if (conv.system.trim()) history.unshift({role: "system", content: conv.system});
   const reply = {role: "assistant", content: "", pending: true};
   conv.messages.push(reply);

@@ -73,6 +73,9 @@ function inline(text) {
 }
 
 function emphasis(text) {
+  // Very long runs stay plain: the patterns below are not linear in the worst case, and
+  // this runs on every redraw of a streaming reply.
+  if (text.length > 4000) return [document.createTextNode(text)];
   const nodes = [];
   const re = /\*\*([^*\n]+)\*\*|(?<![\w*])\*([^*\s][^*\n]*?)\*(?![\w*])|(?<![\w_])_([^_\s][^_\n]*?)_(?![\w_])/g;
   let last = 0;

@@ -21,6 +21,7 @@ export async function pull(reference) {
     el("div", {class: "line"}, el("strong", {}, reference), status, cancel), bar, detail);
   $("pulls").prepend(card);
   let samples = [];
+  let file = null;
   try {
     for await (const e of ndjson("POST", "/api/pull", {model: reference, stream: true}, {signal: controller.signal})) {
       if (e.status === "success") {
@@ -33,6 +34,9 @@ export async function pull(reference) {
       status.textContent = e.status;
       if (typeof e.completed === "number") {
         const now = performance.now();
+        // A new file, or a download that started over: the speed starts afresh.
+        if (e.digest !== file || (samples.length && e.completed < samples[samples.length - 1][1])) samples = [];
+        file = e.digest;
         samples.push([now, e.completed]);
         samples = samples.filter(([t]) => now - t < 3000);
         const [t0, b0] = samples[0];
@@ -57,7 +61,7 @@ export async function pull(reference) {
     card.classList.add("failed");
     cancel.remove();
     status.textContent = e.name === "AbortError"
-      ? "cancelled: what arrived is kept, pull again to resume" : `failed: ${e.message}`;
+      ? "cancelled: pull again to resume (a download the Hub can resume is kept)" : `failed: ${e.message}`;
   }
 }
 

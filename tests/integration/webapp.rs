@@ -148,11 +148,18 @@ fn call(method: &str, url: &str, key: &str, body: Option<serde_json::Value>) -> 
 
 #[test]
 fn the_page_needs_no_key_the_api_does_and_the_management_routes_answer_clearly() {
-    let plugins = plugin_dir(&["mock"]);
+    let plugins = plugin_dir(&["mock", "mock-slow"]);
     let key = "k1";
     let served = Served::start(
         plugins.path(),
-        &["--api-key", key, "--alias", "m=mock@mock"],
+        &[
+            "--api-key",
+            key,
+            "--alias",
+            "m=mock@mock",
+            "--alias",
+            "slow=mock@mock-slow",
+        ],
         &[],
     );
     let url = &served.url;
@@ -175,6 +182,31 @@ fn the_page_needs_no_key_the_api_does_and_the_management_routes_answer_clearly()
         assert_eq!(headers["x-content-type-options"], "nosniff");
     }
     assert_eq!(get(&format!("{url}/ui/nope.js"), None).0, 404);
+
+    // A page elsewhere cannot drive the API through the user's browser: a foreign
+    // `Origin` (a form POST needs no preflight) or a rebinding `Host` is a 403.
+    let unload = format!("{url}/v1/unload");
+    let port = url.rsplit(':').next().unwrap();
+    for (origin, host, status) in [
+        (Some("http://evil.example"), None, 403),
+        (None, Some("evil.example".to_string()), 403),
+        (Some(url.as_str()), None, 404),
+        (None, Some(format!("localhost:{port}")), 404),
+    ] {
+        let mut request = agent
+            .post(&unload)
+            .header("Authorization", &format!("Bearer {key}"))
+            .header("Content-Type", "text/plain");
+        if let Some(o) = origin {
+            request = request.header("Origin", o);
+        }
+        if let Some(h) = &host {
+            request = request.header("Host", h);
+        }
+        let mut response = request.send(r#"{"model": "m"}"#).unwrap();
+        let text = response.body_mut().read_to_string().unwrap();
+        assert_eq!(response.status(), status, "{origin:?} {host:?}: {text}");
+    }
     assert_eq!(get(&format!("{url}/v1/config"), None).0, 401);
 
     let (status, body) = call("GET", &format!("{url}/v1/config"), key, None);
@@ -246,6 +278,47 @@ fn the_page_needs_no_key_the_api_does_and_the_management_routes_answer_clearly()
         (status, text.as_str()),
         (200, r#"{"model":"m","unloaded":1}"#)
     );
+
+    // A benchmark whose client leaves stops within a token: the model is idle again
+    // (unload answers 409 while it generates) long before its 21 runs of 200 tokens.
+    {
+        let response = agent
+            .post(&format!("{url}/v1/bench"))
+            .header("Authorization", &format!("Bearer {key}"))
+            .header("Content-Type", "application/json")
+            .send(json!({"model": "slow", "runs": 20, "max_tokens": 200}).to_string())
+            .unwrap();
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(response.into_body().into_reader()));
+        let first: serde_json::Value =
+            serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(first["status"], "loading", "{first}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let (status, text) = call(
+            "POST",
+            &format!("{url}/v1/unload"),
+            key,
+            Some(json!({"model": "slow"})),
+        );
+        assert_eq!(status, 409, "busy while the benchmark runs: {text}");
+    }
+    let left = std::time::Instant::now();
+    loop {
+        let (status, text) = call(
+            "POST",
+            &format!("{url}/v1/unload"),
+            key,
+            Some(json!({"model": "slow"})),
+        );
+        if status == 200 {
+            break;
+        }
+        assert!(
+            left.elapsed() < std::time::Duration::from_secs(5),
+            "the benchmark went on after its client left: {status} {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     // keep_alive 0 over the OpenAI route unloads after the reply; timings come with it.
     let (status, text) = call(
