@@ -28,6 +28,7 @@ export async function pull(reference) {
         bar.max = 1; bar.value = 1;
         bar.dataset.percent = "100";
         status.textContent = `done: ${e.model}`;
+        detail.textContent = detail.textContent.replace(/ · ETA .*$/, "");
         card.classList.add("done");
         continue;
       }

@@ -102,7 +102,7 @@ fn engines_json_lists_ok_and_unavailable_entries() {
     assert!(mock["library"].as_str().unwrap().ends_with(".so") || !cfg!(target_os = "linux"));
     assert_eq!(
         mock["capabilities"],
-        serde_json::json!(["streaming", "tokenize"])
+        serde_json::json!(["streaming", "tokenize", "logprobs"])
     );
     for id in [
         "faulty-init-panic",

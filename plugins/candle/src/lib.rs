@@ -81,7 +81,8 @@ impl Engine for CandleEngine {
             ]),
             capabilities: Capabilities::STREAMING
                 | Capabilities::TOKENIZE
-                | Capabilities::CHAT_TEMPLATE,
+                | Capabilities::CHAT_TEMPLATE
+                | Capabilities::LOGPROBS,
             extensions: RVec::from(vec![
                 KeyValue::new("candle.version", CANDLE_VERSION),
                 KeyValue::new("candle.device", "cpu"),

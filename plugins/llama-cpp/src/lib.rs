@@ -212,8 +212,13 @@ impl Engine for LlamaEngine {
     }
 
     fn info(&self) -> EngineInfo {
-        let mut capabilities =
-            Capabilities::STREAMING | Capabilities::TOKENIZE | Capabilities::CHAT_TEMPLATE;
+        // What its models can do (each model also reports its own): listed by `engines`.
+        let mut capabilities = Capabilities::STREAMING
+            | Capabilities::TOKENIZE
+            | Capabilities::CHAT_TEMPLATE
+            | Capabilities::EMBEDDINGS
+            | Capabilities::LOGPROBS
+            | Capabilities::PARALLEL_SEQUENCES;
         if self.backend.supports_gpu_offload() {
             capabilities = capabilities | Capabilities::GPU_OFFLOAD;
         }

@@ -79,7 +79,7 @@ impl Engine for MockEngine {
             name: "Mock engine".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             formats: vec!["mock".into()].into(),
-            capabilities: Capabilities::STREAMING | Capabilities::TOKENIZE,
+            capabilities: Capabilities::STREAMING | Capabilities::TOKENIZE | Capabilities::LOGPROBS,
             extensions: Vec::new().into(),
         }
     }

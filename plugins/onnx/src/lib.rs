@@ -82,7 +82,8 @@ impl Engine for OnnxEngine {
             formats: RVec::from(vec![RString::from("onnx")]),
             capabilities: Capabilities::STREAMING
                 | Capabilities::TOKENIZE
-                | Capabilities::CHAT_TEMPLATE,
+                | Capabilities::CHAT_TEMPLATE
+                | Capabilities::LOGPROBS,
             extensions: RVec::from(vec![KeyValue::new(
                 "onnxruntime.library",
                 self.runtime.library.display().to_string(),
