@@ -17,13 +17,10 @@
 //! * `GET /v1/config` — the defaults a client shows: sampling, token cap, context,
 //!   keep-alive, and the server's version.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use futures_util::StreamExt;
 use runanywhere::bench::bench;
@@ -293,15 +290,9 @@ pub async fn run_bench(
         }
         let _ = tx.blocking_send(json!({"status": "done", "model": target.name}));
     });
-    let lines = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |v| {
+    let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |v| {
         let _held = &guard;
-        let mut line = v.to_string();
-        line.push('\n');
-        Ok::<_, Infallible>(Bytes::from(line))
+        v
     });
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(lines),
-    )
-        .into_response())
+    Ok(crate::ollama::ndjson(events))
 }

@@ -244,8 +244,8 @@ fn final_fields(stats: &GenerationStats, started: Instant, load: Duration) -> Ma
     m
 }
 
-/// NDJSON response of `values`.
-fn ndjson(values: impl futures_util::Stream<Item = Value> + Send + 'static) -> Response {
+/// NDJSON response of `values` (also the benchmark's, in `manage`).
+pub(crate) fn ndjson(values: impl futures_util::Stream<Item = Value> + Send + 'static) -> Response {
     let body = Body::from_stream(values.map(|v| {
         let mut line = v.to_string();
         line.push('\n');
