@@ -21,6 +21,9 @@ pub(crate) struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
 
+    #[command(flatten)]
+    pub(crate) isolation: IsolationArgs,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -70,6 +73,64 @@ pub(crate) enum Command {
     /// catalog id, each optionally `@ENGINE` (`stories260k@candle`); file paths are
     /// accepted only on the command line. Ctrl-C or SIGTERM stops it gracefully.
     Serve(ServeArgs),
+    /// Serve one engine to a host over stdin/stdout (started by the host itself, for
+    /// --isolation process).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// Where engines run: in this process, or each in a worker process of its own.
+#[derive(Debug, Args)]
+pub(crate) struct IsolationArgs {
+    /// Run every engine in-process (`inproc`: fastest, but an engine that crashes takes
+    /// this program with it) or in a worker process of its own (`process`: a crash is
+    /// an error and the next request starts a new worker). Default: each manifest's
+    /// `isolation`, else inproc (serve: process).
+    #[arg(long, value_name = "MODE", value_parser = parse_isolation, global = true)]
+    pub(crate) isolation: Option<runanywhere::Isolation>,
+
+    /// A worker that goes this long without a sign of life, or a generation without a
+    /// token or prefill progress, is killed as hung.
+    #[arg(long = "hang-timeout", value_name = "DUR", default_value = "120s", value_parser = humantime::parse_duration, global = true)]
+    pub(crate) hang_timeout: std::time::Duration,
+
+    /// Address-space limit of each worker (e.g. 8G): an engine that runs away in memory
+    /// is stopped alone.
+    #[arg(long = "worker-memory", value_name = "BYTES", value_parser = parse_bytes, global = true)]
+    pub(crate) worker_memory: Option<u64>,
+}
+
+impl IsolationArgs {
+    /// The runtime's worker setup, with `default` for manifests that choose nothing.
+    pub(crate) fn config(&self, default: runanywhere::Isolation) -> runanywhere::WorkerConfig {
+        runanywhere::WorkerConfig {
+            force: self.isolation,
+            default,
+            program: None,
+            hang_timeout: self.hang_timeout,
+            memory_limit: self.worker_memory,
+        }
+    }
+}
+
+fn parse_isolation(text: &str) -> Result<runanywhere::Isolation, String> {
+    runanywhere::Isolation::parse(text)
+        .ok_or_else(|| format!("`{text}` is not an isolation: inproc or process"))
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// The engine's manifest.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) manifest: PathBuf,
+
+    /// The most verbose log level to send to the host (1 error ... 5 trace, 0 none).
+    #[arg(long = "log-level", value_name = "N", default_value_t = 0)]
+    pub(crate) log_level: u8,
+
+    /// Address-space limit in bytes.
+    #[arg(long = "memory-limit", value_name = "BYTES")]
+    pub(crate) memory_limit: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -334,6 +395,11 @@ pub(crate) struct BenchArgs {
     /// Worker threads (0 = the engine's default, about the physical cores).
     #[arg(short, long, value_name = "N", default_value_t = 0)]
     pub(crate) threads: u32,
+
+    /// Measure each engine twice, in-process and in a worker process, and print the
+    /// worker's speed as a ratio of the in-process one.
+    #[arg(long = "compare-isolation", conflicts_with_all = ["parallel", "chat_turns"])]
+    pub(crate) compare_isolation: bool,
 
     /// Print JSON instead of a table.
     #[arg(long)]

@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use runanywhere::bench::{bench, chat_turns, parallel, TurnTiming};
-use runanywhere::{LoadOptions, Runtime, Turn};
+use runanywhere::bench::{bench, chat_turns, parallel, BenchResult, TurnTiming};
+use runanywhere::{Isolation, LoadOptions, Runtime, RuntimeConfig, Turn, WorkerConfig};
 
 use super::args::BenchArgs;
 
@@ -20,9 +20,49 @@ pub(crate) fn run(runtime: &Runtime, args: &BenchArgs) -> anyhow::Result<ExitCod
     } else {
         args.engines.clone()
     };
+    // --compare-isolation: a second runtime whose engines all run the other way.
+    let runtimes: Vec<Runtime> = if args.compare_isolation {
+        [Isolation::InProcess, Isolation::Process]
+            .into_iter()
+            .map(|isolation| {
+                Runtime::new(RuntimeConfig {
+                    workers: WorkerConfig {
+                        force: Some(isolation),
+                        ..runtime.config().workers.clone()
+                    },
+                    ..runtime.config().clone()
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut results = Vec::new();
     let mut chats = Vec::new();
     for id in &engines {
+        if args.compare_isolation {
+            for runtime in &runtimes {
+                let options = LoadOptions {
+                    engine: Some(id.clone()),
+                    tokenizer: args.tokenizer.clone(),
+                    context_length: args.ctx_size,
+                    threads: args.threads,
+                    force: args.force,
+                    ..LoadOptions::default()
+                };
+                let model = runtime.load_resolved(&resolved, &options)?;
+                let mut result = bench(
+                    &model,
+                    &args.prompt,
+                    args.max_tokens,
+                    args.runs,
+                    &Turn::default(),
+                )?;
+                result.engine_start_ms = runtime.engines().engine(id).map(|e| e.start_ms());
+                results.push(result);
+            }
+            continue;
+        }
         let options = LoadOptions {
             engine: Some(id.clone()),
             tokenizer: args.tokenizer.clone(),
@@ -76,24 +116,60 @@ pub(crate) fn run(runtime: &Runtime, args: &BenchArgs) -> anyhow::Result<ExitCod
     }
     writeln!(
         out,
-        "{:<12} {:>9} {:>7} {:>7} {:>12} {:>12} {:>9} {:>12}",
-        "ENGINE", "LOAD ms", "PROMPT", "GEN", "PREFILL t/s", "DECODE t/s", "TTFT ms", "SINK t/s"
+        "{:<12} {:<8} {:>9} {:>7} {:>7} {:>12} {:>12} {:>12} {:>9} {:>12}",
+        "ENGINE",
+        "RUNS IN",
+        "LOAD ms",
+        "PROMPT",
+        "GEN",
+        "PREFILL t/s",
+        "DECODE t/s",
+        "SEEN t/s",
+        "TTFT ms",
+        "SINK t/s"
     )?;
     for r in &results {
         writeln!(
             out,
-            "{:<12} {:>9.1} {:>7} {:>7} {:>12.1} {:>12.1} {:>9.2} {:>12.1}",
+            "{:<12} {:<8} {:>9.1} {:>7} {:>7} {:>12.1} {:>12.1} {:>12.1} {:>9.2} {:>12.1}",
             r.engine,
+            r.isolation.name(),
             r.load_ms,
             r.prompt_tokens,
             r.generated_tokens,
             r.prefill_tok_s,
             r.decode_tok_s,
+            r.seen_decode_tok_s,
             r.ttft_ms,
             r.sink_tok_s
         )?;
     }
+    if args.compare_isolation {
+        print_ratios(&mut out, &results)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// For `--compare-isolation`: each engine's worker figures over its in-process ones.
+fn print_ratios(out: &mut impl Write, results: &[BenchResult]) -> anyhow::Result<()> {
+    writeln!(out)?;
+    for pair in results.chunks(2) {
+        let [inproc, worker] = pair else { continue };
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+        writeln!(
+            out,
+            "{}: process/inproc  seen decode {:.3}x  sink {:.3}x  TTFT {:.3}x  load {:.3}x  \
+             (engine start {:.1} ms vs {:.1} ms)",
+            inproc.engine,
+            ratio(worker.seen_decode_tok_s, inproc.seen_decode_tok_s),
+            ratio(worker.sink_tok_s, inproc.sink_tok_s),
+            ratio(worker.ttft_ms, inproc.ttft_ms),
+            ratio(worker.load_ms, inproc.load_ms),
+            worker.engine_start_ms.unwrap_or(f64::NAN),
+            inproc.engine_start_ms.unwrap_or(f64::NAN),
+        )?;
+    }
+    Ok(())
 }
 
 fn print_turns(chats: &[(String, Vec<TurnTiming>)], json: bool) -> anyhow::Result<ExitCode> {

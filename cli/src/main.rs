@@ -52,6 +52,7 @@ pub(crate) fn init_logging(verbose: u8, serving: bool) {
 pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::new(RuntimeConfig {
         plugin_dirs: cli.plugins_dir.clone(),
+        workers: cli.isolation.config(runanywhere::Isolation::InProcess),
         ..RuntimeConfig::default()
     });
     // Commands that only read the store or a file (catalog, models, rm, verify, info)
@@ -72,8 +73,18 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Info(args) => verify::info(&runtime, &args),
         Command::Convert(args) => convert::run(&runtime, &args),
         Command::Embed(args) => embed::run(&runtime, &args),
-        Command::Serve(args) => serve::run(cli.plugins_dir, &args),
+        Command::Serve(args) => serve::run(
+            cli.plugins_dir,
+            cli.isolation.config(runanywhere::Isolation::Process),
+            &args,
+        ),
+        Command::Worker(args) => Ok(run_worker(&args)),
     }
+}
+
+/// `runanywhere worker`: one engine served to the host that started this process.
+fn run_worker(args: &args::WorkerArgs) -> ExitCode {
+    runanywhere::worker::run(&args.manifest, args.log_level, args.memory_limit)
 }
 
 /// Resolves `--model` (a path, a store id, or a catalog id / `hf.co/...` reference
@@ -172,6 +183,10 @@ fn main() -> ExitCode {
         std::env::set_var("GGML_NO_BACKTRACE", "1");
     }
     let args = Cli::parse();
+    // A worker logs through its host (runanywhere::worker::run sets that up).
+    if let Command::Worker(worker) = &args.command {
+        return run_worker(worker);
+    }
     let serving = matches!(args.command, Command::Serve(_));
     init_logging(args.verbose, serving);
     match dispatch(args) {

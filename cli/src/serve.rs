@@ -12,7 +12,11 @@ use runanywhere_server::{Server, ServerConfig};
 
 use super::args::ServeArgs;
 
-pub(crate) fn run(plugin_dirs: Vec<PathBuf>, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(
+    plugin_dirs: Vec<PathBuf>,
+    workers: runanywhere::WorkerConfig,
+    args: &ServeArgs,
+) -> anyhow::Result<ExitCode> {
     let ip: IpAddr = match args.host.as_str() {
         "localhost" => IpAddr::from([127, 0, 0, 1]),
         host => host.parse().with_context(|| {
@@ -31,6 +35,7 @@ pub(crate) fn run(plugin_dirs: Vec<PathBuf>, args: &ServeArgs) -> anyhow::Result
             budget: args.memory_budget,
             keep_alive: args.keep_alive,
         },
+        workers,
         ..RuntimeConfig::default()
     }));
     let config = ServerConfig {

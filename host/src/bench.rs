@@ -16,18 +16,27 @@ use crate::options::GenerateOptions;
 pub struct BenchResult {
     /// The engine id.
     pub engine: String,
+    /// Where the engine ran.
+    pub isolation: crate::worker::Isolation,
     /// Measured runs (the warm-up excluded).
     pub runs: u32,
     /// Load time in milliseconds.
     pub load_ms: f64,
+    /// How long the engine took to start (a worker: the process too), milliseconds,
+    /// where the caller filled it in ([`crate::Engine::start_ms`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_start_ms: Option<f64>,
     /// Prompt tokens.
     pub prompt_tokens: usize,
     /// Generated tokens in the last run.
     pub generated_tokens: u32,
     /// Prefill speed, tokens per second.
     pub prefill_tok_s: f64,
-    /// Decode speed, tokens per second.
+    /// Decode speed, tokens per second, as the engine measured it.
     pub decode_tok_s: f64,
+    /// Decode speed as the caller sees it: tokens after the first, per second between
+    /// the arrival of the first and of the last (what a worker's boundary can slow).
+    pub seen_decode_tok_s: f64,
     /// Time to the first token, milliseconds.
     pub ttft_ms: f64,
     /// Tokens delivered to the host's sink per second of wall time, whole generate call.
@@ -53,11 +62,22 @@ pub fn bench(
         let request = options.request(Prompt::Text(prompt.into()), 0);
         let mut delivered = 0u64;
         let t = Instant::now();
+        let (mut first, mut last) = (None, t);
         let stats = model.generate(request, turn, |_, _| {
             delivered += 1;
+            last = Instant::now();
+            first.get_or_insert(last);
             SinkControl::Continue
         })?;
         let wall = t.elapsed().as_secs_f64();
+        let seen = first.map_or(0.0, |first| {
+            let span = last.duration_since(first).as_secs_f64();
+            if span > 0.0 {
+                (delivered - 1) as f64 / span
+            } else {
+                0.0
+            }
+        });
         if turn.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
             return Err(Error::Cancelled);
         }
@@ -67,9 +87,10 @@ pub fn bench(
         samples.push((
             RunMetrics::new(model.load_ms(), &stats),
             delivered as f64 / wall,
+            seen,
         ));
     }
-    let median = |f: &dyn Fn(&(RunMetrics, f64)) -> f64| {
+    let median = |f: &dyn Fn(&(RunMetrics, f64, f64)) -> f64| {
         let mut v: Vec<f64> = samples.iter().map(f).collect();
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
@@ -77,12 +98,19 @@ pub fn bench(
     let last = &samples[samples.len() - 1].0;
     Ok(BenchResult {
         engine: model.model().engine_id().to_string(),
+        isolation: if model.model().worker_pid().is_some() {
+            crate::worker::Isolation::Process
+        } else {
+            crate::worker::Isolation::InProcess
+        },
         runs: samples.len() as u32,
         load_ms: model.load_ms(),
+        engine_start_ms: None,
         prompt_tokens: last.prompt_tokens,
         generated_tokens: last.generated_tokens,
         prefill_tok_s: median(&|s| s.0.prefill_tok_s),
         decode_tok_s: median(&|s| s.0.decode_tok_s),
+        seen_decode_tok_s: median(&|s| s.2),
         ttft_ms: median(&|s| s.0.ttft_ms),
         sink_tok_s: median(&|s| s.1),
     })

@@ -1,7 +1,12 @@
-//! Safe handles on the plugin objects: [`Engine`] and [`Model`].
+//! Safe handles on the engines: [`Engine`] and [`Model`].
 //!
-//! These own the abi_stable trait objects and convert between the ABI's types and
-//! plain Rust. The token sink the host passes into `generate` catches panics of the
+//! Each has two implementations behind one interface: **in-process**, owning the
+//! plugin's abi_stable trait objects and converting between the ABI's types and plain
+//! Rust, and **worker**, talking to the same plugin in a child process
+//! ([`crate::worker`]). Callers see the same calls, results and errors from both (a
+//! worker adds one: [`Error::EngineCrashed`]).
+//!
+//! In-process, the token sink the host passes into `generate` catches panics of the
 //! caller's closure (an unwind must not cross the `extern "C"` boundary) and re-raises
 //! them after the plugin has returned.
 
@@ -25,15 +30,29 @@ use runanywhere_plugin_api::{
 use crate::cancel::CancelToken;
 use crate::error::Error;
 use crate::manifest::Manifest;
+use crate::worker::client::{CallError, RemoteModel, WorkerEngine};
+use crate::worker::{Health, Isolation};
 
 /// A loaded, initialised engine plugin.
 pub struct Engine {
     pub(crate) manifest: Manifest,
     pub(crate) info: EngineInfo,
     pub(crate) library: PathBuf,
-    pub(crate) handle: EngineBox,
-    /// The plugin's extension calls, if it has them ([`runanywhere_plugin_api::ext`]).
-    pub(crate) extensions: Option<&'static ExtensionsV1>,
+    pub(crate) backend: EngineBackend,
+    /// How long opening and initialising it took (with a worker: starting that), ms.
+    pub(crate) start_ms: f64,
+}
+
+/// Where an engine runs.
+pub(crate) enum EngineBackend {
+    /// In this process.
+    InProcess {
+        handle: EngineBox,
+        /// The plugin's extension calls, if it has them ([`runanywhere_plugin_api::ext`]).
+        extensions: Option<&'static ExtensionsV1>,
+    },
+    /// In worker processes.
+    Worker(WorkerEngine),
 }
 
 impl std::fmt::Debug for Engine {
@@ -66,6 +85,28 @@ impl Engine {
         &self.library
     }
 
+    /// How long it took to start, in milliseconds: opening and initialising the plugin
+    /// (for a worker, starting the process too).
+    pub fn start_ms(&self) -> f64 {
+        self.start_ms
+    }
+
+    /// Where the engine runs.
+    pub fn isolation(&self) -> Isolation {
+        match self.backend {
+            EngineBackend::InProcess { .. } => Isolation::InProcess,
+            EngineBackend::Worker(_) => Isolation::Process,
+        }
+    }
+
+    /// How its workers have been doing (`None` in-process, where a crash ends the host).
+    pub fn health(&self) -> Option<Health> {
+        match &self.backend {
+            EngineBackend::InProcess { .. } => None,
+            EngineBackend::Worker(w) => Some(w.health()),
+        }
+    }
+
     /// Whether the manifest says the engine reads `format`.
     pub fn reads(&self, format: &str) -> bool {
         self.manifest.formats.iter().any(|f| f == format)
@@ -84,34 +125,71 @@ impl Engine {
             );
             request.threads = cpus;
         }
-        let handle = into_result(self.handle.load_model(request)).map_err(|e| self.wrap(e))?;
-        let info = handle.info();
-        let ext_handle =
-            runanywhere_plugin_api::abi::lookup(info.extensions.as_slice(), MODEL_HANDLE_KEY)
+        let engine = self.id().to_string();
+        match &self.backend {
+            EngineBackend::InProcess { handle, extensions } => {
+                let handle = into_result(handle.load_model(request))
+                    .map_err(|e| wrap(&engine, CallError::Engine(e)))?;
+                let info = handle.info();
+                let ext_handle = runanywhere_plugin_api::abi::lookup(
+                    info.extensions.as_slice(),
+                    MODEL_HANDLE_KEY,
+                )
                 .and_then(|h| h.parse().ok());
-        Ok(Model {
-            engine: self.id().to_string(),
-            handle,
-            info,
-            extensions: self.extensions.zip(ext_handle),
-        })
-    }
-
-    fn wrap(&self, source: EngineError) -> Error {
-        Error::Engine {
-            engine: self.id().to_string(),
-            error: source,
+                Ok(Model {
+                    engine,
+                    info,
+                    backend: ModelBackend::InProcess {
+                        handle,
+                        extensions: extensions.zip(ext_handle),
+                    },
+                })
+            }
+            EngineBackend::Worker(worker) => {
+                let (remote, info) = worker.load_model(&request).map_err(|e| wrap(&engine, e))?;
+                Ok(Model {
+                    engine,
+                    info,
+                    backend: ModelBackend::Worker(remote),
+                })
+            }
         }
+    }
+}
+
+/// The runtime error for a failed call of engine `engine`.
+fn wrap(engine: &str, error: CallError) -> Error {
+    match error {
+        CallError::Engine(error) => Error::Engine {
+            engine: engine.to_string(),
+            error,
+        },
+        CallError::Crashed(crash) => Error::EngineCrashed {
+            engine: engine.to_string(),
+            crash,
+        },
+        CallError::Backoff(reason) => Error::EngineUnavailable {
+            id: engine.to_string(),
+            reason,
+        },
     }
 }
 
 /// A loaded model. Dropping it unloads the model in its engine.
 pub struct Model {
     engine: String,
-    handle: ModelBox,
     info: ModelInfo,
-    /// The plugin's extension calls and this model's handle for them.
-    extensions: Option<(&'static ExtensionsV1, u64)>,
+    backend: ModelBackend,
+}
+
+/// Where a model lives.
+enum ModelBackend {
+    InProcess {
+        handle: ModelBox,
+        /// The plugin's extension calls and this model's handle for them.
+        extensions: Option<(&'static ExtensionsV1, u64)>,
+    },
+    Worker(RemoteModel),
 }
 
 impl std::fmt::Debug for Model {
@@ -134,6 +212,31 @@ impl Model {
         &self.info
     }
 
+    /// Whether the model can still be used: always in-process; in a worker, until the
+    /// worker dies (the model manager then loads it again in a new one).
+    pub fn is_alive(&self) -> bool {
+        match &self.backend {
+            ModelBackend::InProcess { .. } => true,
+            ModelBackend::Worker(remote) => remote.is_alive(),
+        }
+    }
+
+    /// The process id of the worker holding the model (`None` in-process).
+    pub fn worker_pid(&self) -> Option<u32> {
+        match &self.backend {
+            ModelBackend::InProcess { .. } => None,
+            ModelBackend::Worker(remote) => Some(remote.pid()),
+        }
+    }
+
+    /// Whether the plugin has the extension calls (log-probabilities, embeddings).
+    pub(crate) fn has_extensions(&self) -> bool {
+        match &self.backend {
+            ModelBackend::InProcess { extensions, .. } => extensions.is_some(),
+            ModelBackend::Worker(remote) => remote.extensions,
+        }
+    }
+
     /// What this model can do: what the plugin reports with the model, or (for plugins
     /// built before models reported it) what its facts show.
     pub fn capabilities(&self) -> Capabilities {
@@ -152,26 +255,37 @@ impl Model {
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<u32>, Error> {
-        into_result(
-            self.handle
-                .tokenize(RStr::from(text), add_special, parse_special),
-        )
-        .map(|ids| ids.into_vec())
+        match &self.backend {
+            ModelBackend::InProcess { handle, .. } => {
+                into_result(handle.tokenize(RStr::from(text), add_special, parse_special))
+                    .map(|ids| ids.into_vec())
+                    .map_err(CallError::Engine)
+            }
+            ModelBackend::Worker(remote) => remote.tokenize(text, add_special, parse_special),
+        }
         .map_err(|e| self.wrap(e))
     }
 
     /// Token ids → text.
     pub fn detokenize(&self, ids: &[u32]) -> Result<String, Error> {
-        into_result(self.handle.detokenize(ids.into()))
-            .map(|s| s.into_string())
-            .map_err(|e| self.wrap(e))
+        match &self.backend {
+            ModelBackend::InProcess { handle, .. } => into_result(handle.detokenize(ids.into()))
+                .map(|s| s.into_string())
+                .map_err(CallError::Engine),
+            ModelBackend::Worker(remote) => remote.detokenize(ids),
+        }
+        .map_err(|e| self.wrap(e))
     }
 
     /// The raw bytes of one token.
     pub fn token_piece(&self, id: u32) -> Result<Vec<u8>, Error> {
-        into_result(self.handle.token_piece(id))
-            .map(|b| b.into_vec())
-            .map_err(|e| self.wrap(e))
+        match &self.backend {
+            ModelBackend::InProcess { handle, .. } => into_result(handle.token_piece(id))
+                .map(|b| b.into_vec())
+                .map_err(CallError::Engine),
+            ModelBackend::Worker(remote) => remote.token_piece(id),
+        }
+        .map_err(|e| self.wrap(e))
     }
 
     /// Generates, calling `on_token(id, piece)` once per token; return
@@ -182,18 +296,37 @@ impl Model {
         request: GenerateRequest,
         on_token: impl FnMut(u32, &str) -> SinkControl,
     ) -> Result<GenerationStats, Error> {
+        self.generate_inner(request, None, on_token)
+    }
+
+    /// [`Model::generate`]; in a worker, `cancel` is watched while no token comes (the
+    /// in-process path hands it to the plugin's probe instead).
+    fn generate_inner(
+        &self,
+        request: GenerateRequest,
+        cancel: Option<&CancelToken>,
+        mut on_token: impl FnMut(u32, &str) -> SinkControl,
+    ) -> Result<GenerationStats, Error> {
+        let handle = match &self.backend {
+            ModelBackend::InProcess { handle, .. } => handle,
+            ModelBackend::Worker(remote) => {
+                return remote
+                    .generate(&request, None, cancel, &mut |t| on_token(t.id, &t.piece))
+                    .map_err(|e| self.wrap(e))
+            }
+        };
         let mut sink = HostSink {
             on_token,
             panic: None,
         };
         let result = {
             let sink_ref = TokenSink_TO::from_ptr(&mut sink, TD_Opaque);
-            self.handle.generate(request, sink_ref)
+            handle.generate(request, sink_ref)
         };
         if let Some(payload) = sink.panic.take() {
             resume_unwind(payload);
         }
-        into_result(result).map_err(|e| self.wrap(e))
+        into_result(result).map_err(|e| self.wrap(CallError::Engine(e)))
     }
 
     /// [`Model::generate`] that also stops (with [`StopReason::Cancelled`]) as soon as
@@ -209,10 +342,15 @@ impl Model {
     ) -> Result<GenerationStats, Error> {
         // The plugin can ask about this id between prefill chunks (runanywhere_plugin_api
         // ::cancel); the registration ends with the call.
-        let _registered = InFlight::attach(cancel, &mut request);
-        self.generate(request, |id, piece| match on_token(id, piece) {
-            SinkControl::Continue if cancel.is_cancelled() => SinkControl::Stop,
-            control => control,
+        let _registered = match self.backend {
+            ModelBackend::InProcess { .. } => Some(InFlight::attach(cancel, &mut request)),
+            ModelBackend::Worker(_) => None,
+        };
+        self.generate_inner(request, Some(cancel), |id, piece| {
+            match on_token(id, piece) {
+                SinkControl::Continue if cancel.is_cancelled() => SinkControl::Stop,
+                control => control,
+            }
         })
     }
 
@@ -227,19 +365,38 @@ impl Model {
         cancel: Option<&CancelToken>,
         mut on_token: impl FnMut(&ScoredToken<'_>) -> SinkControl,
     ) -> Result<GenerationStats, Error> {
-        let (table, handle) = self.extension(
+        self.extension(
             Capabilities::LOGPROBS,
             "report token log-probabilities",
             "the engine computes them for no model yet",
         )?;
+        let mut on_token = |t: &ScoredToken<'_>| match on_token(t) {
+            SinkControl::Continue if cancel.is_some_and(CancelToken::is_cancelled) => {
+                SinkControl::Stop
+            }
+            control => control,
+        };
+        let (table, handle) = match &self.backend {
+            ModelBackend::InProcess { extensions, .. } => {
+                extensions.ok_or_else(|| self.unsupported("use extension calls", NO_EXTENSIONS))?
+            }
+            ModelBackend::Worker(remote) => {
+                return remote
+                    .generate(&request, Some(top), cancel, &mut |t| {
+                        let alternatives = t.top();
+                        on_token(&ScoredToken {
+                            id: t.id,
+                            piece: &t.piece,
+                            logprob: t.logprob(),
+                            top: &alternatives,
+                        })
+                    })
+                    .map_err(|e| self.wrap(e))
+            }
+        };
         let _registered = cancel.map(|c| InFlight::attach(c, &mut request));
         let mut sink = HostLogprobSink {
-            on_token: |t: &ScoredToken<'_>| match on_token(t) {
-                SinkControl::Continue if cancel.is_some_and(CancelToken::is_cancelled) => {
-                    SinkControl::Stop
-                }
-                control => control,
-            },
+            on_token,
             panic: None,
         };
         let result = {
@@ -249,7 +406,7 @@ impl Model {
         if let Some(payload) = sink.panic.take() {
             resume_unwind(payload);
         }
-        into_result(result).map_err(|e| self.wrap(e))
+        into_result(result).map_err(|e| self.wrap(CallError::Engine(e)))
     }
 
     /// One vector per input, pooled as `pooling` says (unit length with `normalize`).
@@ -261,11 +418,21 @@ impl Model {
         pooling: Pooling,
         normalize: bool,
     ) -> Result<Vec<Vec<f32>>, Error> {
-        let (table, handle) = self.extension(
+        self.extension(
             Capabilities::EMBEDDINGS,
             "compute embeddings",
             "not for this model",
         )?;
+        let (table, handle) = match &self.backend {
+            ModelBackend::InProcess { extensions, .. } => {
+                extensions.ok_or_else(|| self.unsupported("use extension calls", NO_EXTENSIONS))?
+            }
+            ModelBackend::Worker(remote) => {
+                return remote
+                    .embed(inputs, pooling.code(), normalize)
+                    .map_err(|e| self.wrap(e))
+            }
+        };
         let request = EmbedRequest {
             inputs: inputs.to_vec().into(),
             pooling: pooling.code(),
@@ -274,34 +441,30 @@ impl Model {
         };
         into_result((table.embed)(handle, request))
             .map(|vs| vs.into_iter().map(|v| v.into_vec()).collect())
-            .map_err(|e| self.wrap(e))
+            .map_err(|e| self.wrap(CallError::Engine(e)))
     }
 
-    /// The plugin's extension table and this model's handle, when the model has
-    /// `capability`; otherwise an `Unsupported` error saying the engine does not `doing`,
-    /// and why (`why_not` when the plugin has the table but not this capability).
-    fn extension(
-        &self,
-        capability: Capabilities,
-        doing: &str,
-        why_not: &str,
-    ) -> Result<(&'static ExtensionsV1, u64), Error> {
-        let why = match self.extensions {
-            Some(found) if self.capabilities().contains(capability) => return Ok(found),
-            Some(_) => why_not,
-            None => NO_EXTENSIONS,
+    /// Ok when the plugin has the extension calls and the model has `capability`;
+    /// otherwise an `Unsupported` error saying the engine does not `doing`, and why
+    /// (`why_not` when the plugin has the calls but not this capability).
+    fn extension(&self, capability: Capabilities, doing: &str, why_not: &str) -> Result<(), Error> {
+        let why = match self.has_extensions() {
+            true if self.capabilities().contains(capability) => return Ok(()),
+            true => why_not,
+            false => NO_EXTENSIONS,
         };
-        Err(self.wrap(EngineError::new(
+        Err(self.unsupported(doing, why))
+    }
+
+    fn unsupported(&self, doing: &str, why: &str) -> Error {
+        self.wrap(CallError::Engine(EngineError::new(
             runanywhere_plugin_api::ErrorKind::Unsupported,
             format!("engine `{}` does not {doing}: {why}", self.engine),
         )))
     }
 
-    fn wrap(&self, source: EngineError) -> Error {
-        Error::Engine {
-            engine: self.engine.clone(),
-            error: source,
-        }
+    fn wrap(&self, error: CallError) -> Error {
+        wrap(&self.engine, error)
     }
 }
 
@@ -359,8 +522,12 @@ pub(crate) extern "C" fn cancel_probe(id: u64) -> bool {
         IN_FLIGHT
             .lock()
             .map(|list| {
-                list.iter()
-                    .any(|(i, token)| *i == id && token.is_cancelled())
+                list.iter().any(|(i, token)| {
+                    *i == id && {
+                        token.note_asked();
+                        token.is_cancelled()
+                    }
+                })
             })
             .unwrap_or(false)
     })

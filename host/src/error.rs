@@ -54,6 +54,8 @@ pub enum ErrorKind {
     Network,
     /// A file system operation failed.
     Io,
+    /// The engine's worker process died (or hung and was killed) during the call.
+    EngineCrashed,
     /// A bug or an unexpected failure in the runtime or an engine.
     Internal,
 }
@@ -77,6 +79,7 @@ impl ErrorKind {
             ErrorKind::InsufficientStorage => "insufficient_storage",
             ErrorKind::Network => "network",
             ErrorKind::Io => "io",
+            ErrorKind::EngineCrashed => "engine_crashed",
             ErrorKind::Internal => "internal",
         }
     }
@@ -156,6 +159,15 @@ pub enum Error {
         engine: String,
         /// The engine's error.
         error: EngineError,
+    },
+    /// The engine's worker died (a signal, an abort, an exit) or hung and was killed,
+    /// failing the call; the next call starts a new worker.
+    #[error("engine `{engine}` crashed: {crash}")]
+    EngineCrashed {
+        /// The engine id.
+        engine: String,
+        /// How the worker ended, with its last lines of stderr.
+        crash: crate::worker::Crash,
     },
     /// The request names no discovered engine.
     #[error("no engine `{id}`. Engines: {available}")]
@@ -243,6 +255,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Engine { error, .. } => ErrorKind::of_engine(error.kind()),
+            Error::EngineCrashed { .. } => ErrorKind::EngineCrashed,
             Error::UnknownEngine { .. } => ErrorKind::NotFound,
             Error::EngineUnavailable { .. } => ErrorKind::EngineUnavailable,
             Error::NoEngineForFormat { .. } => ErrorKind::UnsupportedFormat,

@@ -1,6 +1,7 @@
 //! The RunAnywhere runtime library: engine plugins behind a stable ABI, the model
 //! store, model loading and keep-alive, chat sessions, metrics. Every front end (the
-//! `runanywhere` CLI, a server, workers) holds one [`Runtime`]:
+//! `runanywhere` CLI, a server, workers) holds one [`Runtime`]. Engines run in-process
+//! or, isolated, in worker processes of their own ([`worker`]):
 //!
 //! ```no_run
 //! use runanywhere::{GenerateOptions, LoadOptions, Prompt, Runtime, RuntimeConfig, Turn};
@@ -34,6 +35,7 @@ pub mod registry;
 pub mod runtime;
 pub mod session;
 pub mod store;
+pub mod worker;
 
 pub use cancel::CancelToken;
 pub use engine::{Engine, Model, ScoredToken};
@@ -47,3 +49,4 @@ pub use runanywhere_plugin_api::{
 };
 pub use runtime::{ResolvedModel, Runtime, RuntimeConfig};
 pub use session::{ChatSession, PreparedTurn};
+pub use worker::{Isolation, WorkerConfig};

@@ -250,6 +250,12 @@ impl ModelManager {
         sweep_locked(&mut state, Instant::now());
         loop {
             match state.slots.get(key) {
+                // Its worker died: the model is gone with it; load it anew.
+                Some(Slot::Ready(r)) if !r.model.is_alive() => {
+                    tracing::info!(model = %key.path.display(), "the model's worker died; loading it again");
+                    state.slots.remove(key);
+                    break;
+                }
                 Some(Slot::Ready(r)) => {
                     return Ok(LoadedModel {
                         resident: Arc::clone(r),
@@ -414,7 +420,7 @@ impl ModelManager {
     /// The model for `key` if it is loaded (not while it is still loading).
     pub fn get(&self, key: &ModelKey) -> Option<LoadedModel> {
         match lock(&self.shared.state).slots.get(key) {
-            Some(Slot::Ready(r)) => Some(LoadedModel {
+            Some(Slot::Ready(r)) if r.model.is_alive() => Some(LoadedModel {
                 resident: Arc::clone(r),
                 shared: Arc::downgrade(&self.shared),
             }),

@@ -8,6 +8,7 @@
 //! formats = ["gguf"]
 //! priority = 100                      # higher wins when several engines read a format
 //! platforms = ["linux", "macos"]      # optional
+//! isolation = "process"               # optional: run in a worker process ("inproc": in the host)
 //! [options]                           # optional, passed to the plugin's init
 //! threads = "4"
 //! ```
@@ -25,7 +26,7 @@ use crate::libname::library_file_name;
 /// The keys a manifest may have. Others are ignored with a warning (a newer manifest
 /// format must not make an older host refuse the plugin), except a key this close to a
 /// known one, which is a typo and refused with the key it probably meant.
-const KNOWN_KEYS: [&str; 7] = [
+const KNOWN_KEYS: [&str; 8] = [
     "id",
     "name",
     "library",
@@ -33,6 +34,7 @@ const KNOWN_KEYS: [&str; 7] = [
     "formats",
     "priority",
     "platforms",
+    "isolation",
 ];
 
 /// A parsed plugin manifest.
@@ -55,6 +57,10 @@ pub struct Manifest {
     /// Operating systems (`std::env::consts::OS` names) the plugin is for; all if absent.
     #[serde(default)]
     pub platforms: Option<Vec<String>>,
+    /// Where the engine runs (`inproc` or `process`); absent: the front end's default
+    /// (the CLI in-process, a server in workers), unless a flag forces one.
+    #[serde(default)]
+    pub isolation: Option<crate::worker::Isolation>,
     /// Free-form options handed to the plugin's `init`.
     #[serde(default)]
     pub options: BTreeMap<String, toml::Value>,

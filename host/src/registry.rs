@@ -13,20 +13,22 @@ use runanywhere_plugin_api::abi::supports_api_version;
 use runanywhere_plugin_api::{
     InitRequest, KeyValue, MIN_SUPPORTED_API_VERSION, PLUGIN_API_VERSION,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineBackend};
 use crate::error::{EngineChoice, EngineList, Error};
 use crate::format::{self, ModelFormat};
 use crate::loader::{self, LoadError};
 use crate::manifest::{Manifest, ManifestError};
+use crate::worker::client::WorkerEngine;
+use crate::worker::{Isolation, WorkerConfig};
 
 /// Environment variable with extra plugin directories (`:`-separated, like `PATH`).
 pub const PLUGIN_PATH_ENV: &str = "RUNANYWHERE_PLUGIN_PATH";
 
 /// Why a plugin is unavailable.
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnavailableKind {
     /// The manifest could not be read or parsed.
@@ -49,6 +51,9 @@ pub enum UnavailableKind {
     FormatMismatch,
     /// An earlier manifest (in search order) already provides this engine id.
     DuplicateId,
+    /// The engine's worker process could not be started, or died while it opened and
+    /// initialised the plugin.
+    WorkerFailed,
 }
 
 /// A ledger entry: a plugin that could not be made available, and why.
@@ -83,8 +88,10 @@ pub struct EngineListing {
     pub capabilities: Vec<&'static str>,
     /// Its routing priority (available engines).
     pub priority: Option<i32>,
-    /// `ok` or `unavailable`.
+    /// `ok`, `unhealthy` (its worker crashed; the reason says how) or `unavailable`.
     pub status: &'static str,
+    /// Where it runs: `inproc` or `process` (available engines).
+    pub isolation: Option<Isolation>,
     /// Why it is unavailable (unavailable engines only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<UnavailableKind>,
@@ -101,6 +108,7 @@ pub struct EngineListing {
 pub struct Registry {
     engines: Vec<Engine>,
     unavailable: Vec<Unavailable>,
+    workers: WorkerConfig,
 }
 
 /// The plugin directories to search, in order: `cli_dirs` (`--plugins-dir`), then
@@ -164,9 +172,19 @@ impl Registry {
         found
     }
 
-    /// Discovers plugins in `dirs` (in order; missing directories are skipped).
+    /// Discovers plugins in `dirs` (in order; missing directories are skipped), every
+    /// engine in-process.
     pub fn discover(dirs: &[PathBuf]) -> Registry {
-        let mut registry = Registry::default();
+        Registry::discover_with(dirs, WorkerConfig::default())
+    }
+
+    /// Discovers plugins in `dirs`, each engine isolated as `workers` says (those in
+    /// workers are started, and their plugin opened there).
+    pub fn discover_with(dirs: &[PathBuf], workers: WorkerConfig) -> Registry {
+        let mut registry = Registry {
+            workers,
+            ..Registry::default()
+        };
         for path in manifest_paths(dirs) {
             registry.add_manifest(&path);
         }
@@ -213,7 +231,7 @@ impl Registry {
             });
             return;
         }
-        match load_engine(&manifest) {
+        match load_engine(&manifest, &self.workers) {
             Ok(engine) => {
                 tracing::debug!(id = %engine.id(), library = %engine.library.display(), "engine loaded");
                 self.engines.push(engine);
@@ -260,18 +278,22 @@ impl Registry {
 
     /// Every engine found, available ones first (in discovery order), then the ledger.
     pub fn listing(&self) -> Vec<EngineListing> {
-        let available = self.engines.iter().map(|e| EngineListing {
-            id: e.id().to_string(),
-            name: Some(e.info.name.to_string()),
-            version: Some(e.info.version.to_string()),
-            formats: e.info.formats.iter().map(|f| f.to_string()).collect(),
-            capabilities: e.info.capabilities.names(),
-            priority: Some(e.manifest.priority),
-            status: "ok",
-            kind: None,
-            reason: None,
-            library: Some(e.library.clone()),
-            manifest: e.manifest.path.clone(),
+        let available = self.engines.iter().map(|e| {
+            let problem = e.health().and_then(|h| h.problem());
+            EngineListing {
+                id: e.id().to_string(),
+                name: Some(e.info.name.to_string()),
+                version: Some(e.info.version.to_string()),
+                formats: e.info.formats.iter().map(|f| f.to_string()).collect(),
+                capabilities: e.info.capabilities.names(),
+                priority: Some(e.manifest.priority),
+                status: if problem.is_some() { "unhealthy" } else { "ok" },
+                isolation: Some(e.isolation()),
+                kind: None,
+                reason: problem,
+                library: Some(e.library.clone()),
+                manifest: e.manifest.path.clone(),
+            }
         });
         let unavailable = self.unavailable.iter().map(|u| EngineListing {
             id: u.id.clone(),
@@ -281,6 +303,7 @@ impl Registry {
             capabilities: Vec::new(),
             priority: None,
             status: "unavailable",
+            isolation: None,
             kind: Some(u.kind),
             reason: Some(u.reason.clone()),
             library: u.library.clone(),
@@ -385,7 +408,40 @@ fn spoken() -> String {
     }
 }
 
-fn load_engine(manifest: &Manifest) -> Result<Engine, (UnavailableKind, String)> {
+/// Makes the engine of `manifest` available, isolated as `workers` says, or says why
+/// it cannot be.
+pub(crate) fn load_engine(
+    manifest: &Manifest,
+    workers: &WorkerConfig,
+) -> Result<Engine, (UnavailableKind, String)> {
+    let library = check_manifest(manifest)?;
+    let started = std::time::Instant::now();
+    let (info, backend) = match workers.isolation_of(manifest) {
+        Isolation::InProcess => {
+            let (handle, extensions) = open_and_init(manifest, &library)?;
+            (
+                handle.info(),
+                EngineBackend::InProcess { handle, extensions },
+            )
+        }
+        Isolation::Process => {
+            let (worker, info) = WorkerEngine::start(manifest, workers)?;
+            (info, EngineBackend::Worker(worker))
+        }
+    };
+    check_formats(manifest, &info)?;
+    Ok(Engine {
+        manifest: manifest.clone(),
+        info,
+        library,
+        backend,
+        start_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+/// What can be checked without opening the library: platform, API version, the
+/// library's existence. Returns the library's path.
+fn check_manifest(manifest: &Manifest) -> Result<PathBuf, (UnavailableKind, String)> {
     use UnavailableKind as K;
     if !manifest.supports_this_platform() {
         return Err((
@@ -420,7 +476,22 @@ fn load_engine(manifest: &Manifest) -> Result<Engine, (UnavailableKind, String)>
             ),
         ));
     }
-    let opened = loader::open(&library).map_err(|e| match e {
+    Ok(library)
+}
+
+/// Opens the plugin library in this process and initialises its engine for `manifest`.
+fn open_and_init(
+    manifest: &Manifest,
+    library: &Path,
+) -> Result<
+    (
+        runanywhere_plugin_api::EngineBox,
+        Option<&'static runanywhere_plugin_api::ext::ExtensionsV1>,
+    ),
+    (UnavailableKind, String),
+> {
+    use UnavailableKind as K;
+    let opened = loader::open(library).map_err(|e| match e {
         LoadError::Open(msg) => (K::LibraryLoadFailed, format!("cannot open library: {msg}")),
         LoadError::NotAPlugin(msg) => (K::NotAPlugin, msg),
         LoadError::ApiVersion(v) => (
@@ -457,7 +528,14 @@ fn load_engine(manifest: &Manifest) -> Result<Engine, (UnavailableKind, String)>
     let handle = (opened.module.init())(request)
         .into_result()
         .map_err(|e| (K::InitFailed, format!("init failed: {e}")))?;
-    let info = handle.info();
+    Ok((handle, opened.extensions))
+}
+
+/// The manifest's formats must all be ones the engine reports.
+fn check_formats(
+    manifest: &Manifest,
+    info: &runanywhere_plugin_api::EngineInfo,
+) -> Result<(), (UnavailableKind, String)> {
     let missing: Vec<&str> = manifest
         .formats
         .iter()
@@ -466,7 +544,7 @@ fn load_engine(manifest: &Manifest) -> Result<Engine, (UnavailableKind, String)>
         .collect();
     if !missing.is_empty() {
         return Err((
-            K::FormatMismatch,
+            UnavailableKind::FormatMismatch,
             format!(
                 "the manifest lists format(s) {} that the engine does not read (it reads {})",
                 missing.join(", "),
@@ -478,11 +556,5 @@ fn load_engine(manifest: &Manifest) -> Result<Engine, (UnavailableKind, String)>
             ),
         ));
     }
-    Ok(Engine {
-        manifest: manifest.clone(),
-        info,
-        library,
-        handle,
-        extensions: opened.extensions,
-    })
+    Ok(())
 }

@@ -45,6 +45,8 @@ pub struct RuntimeConfig {
     pub hub: Option<HubClient>,
     /// The model manager's budget and keep-alive.
     pub models: ManagerConfig,
+    /// Which engines run in worker processes, and how.
+    pub workers: crate::worker::WorkerConfig,
 }
 
 /// A model reference made concrete.
@@ -99,6 +101,11 @@ impl Runtime {
         }
     }
 
+    /// How it was set up.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
     /// The plugin directories, in search order.
     pub fn plugin_dirs(&self) -> Vec<PathBuf> {
         search_dirs(&self.config.plugin_dirs)
@@ -106,8 +113,9 @@ impl Runtime {
 
     /// The engines, discovered (plugin libraries opened and initialised) on first use.
     pub fn engines(&self) -> &Registry {
-        self.engines
-            .get_or_init(|| Registry::discover(&self.plugin_dirs()))
+        self.engines.get_or_init(|| {
+            Registry::discover_with(&self.plugin_dirs(), self.config.workers.clone())
+        })
     }
 
     /// Whether [`Runtime::engines`] has run (a plugin library may have been opened).

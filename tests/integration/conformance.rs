@@ -126,6 +126,18 @@ const MATRIX: &[(&str, Format, Expect)] = &[
 #[test]
 fn every_engine_and_format_gives_the_greedy_reference_exactly() {
     let (_dir, registry) = registry();
+    check_matrix(&registry);
+}
+
+/// The same table with every engine in a worker process: the same ids, the same
+/// refusals (error kinds cross the process boundary intact).
+#[test]
+fn through_workers_every_engine_gives_the_same_ids_and_refusals() {
+    let (_dir, registry) = runanywhere_tests::worker_registry_with(&ENGINES);
+    check_matrix(&registry);
+}
+
+fn check_matrix(registry: &Registry) {
     let scratch = tempfile::tempdir().unwrap();
     let references = tinystories_references();
     for &(engine, format, expect) in MATRIX {
@@ -133,7 +145,7 @@ fn every_engine_and_format_gives_the_greedy_reference_exactly() {
         let path = format.path(scratch.path());
         match expect {
             Expect::Refused(kinds) => {
-                let err = load(&registry, engine, &path, false).unwrap_err();
+                let err = load(registry, engine, &path, false).unwrap_err();
                 let kind = err.engine_error().map(|e| e.kind());
                 assert!(
                     kind.is_some_and(|k| kinds.contains(&k)),
@@ -142,7 +154,7 @@ fn every_engine_and_format_gives_the_greedy_reference_exactly() {
             }
             Expect::Reference => {
                 let model =
-                    load(&registry, engine, &path, false).unwrap_or_else(|e| panic!("{cell}: {e}"));
+                    load(registry, engine, &path, false).unwrap_or_else(|e| panic!("{cell}: {e}"));
                 for r in &references {
                     let mut request = GenerateRequest::new(Prompt::Text(r.prompt.as_str().into()));
                     request.max_tokens = (201 - r.prompt_ids.len()) as u32;

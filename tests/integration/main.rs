@@ -21,3 +21,4 @@ mod runtime;
 mod serve;
 mod store;
 mod webapp;
+mod workers;

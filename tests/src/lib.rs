@@ -287,6 +287,35 @@ pub fn registry_with(engines: &[&str]) -> (tempfile::TempDir, runanywhere::regis
     (dir, registry)
 }
 
+/// Process isolation for every engine, workers run by the built binary, with
+/// `hang_timeout`.
+pub fn worker_config(hang_timeout: std::time::Duration) -> runanywhere::WorkerConfig {
+    runanywhere::WorkerConfig {
+        force: Some(runanywhere::Isolation::Process),
+        program: Some(binary()),
+        hang_timeout,
+        ..Default::default()
+    }
+}
+
+/// [`registry_with`], every engine in a worker process.
+pub fn worker_registry_with(
+    engines: &[&str],
+) -> (tempfile::TempDir, runanywhere::registry::Registry) {
+    let dir = plugin_dir(engines);
+    let registry = runanywhere::registry::Registry::discover_with(
+        &[dir.path().to_path_buf()],
+        worker_config(std::time::Duration::from_secs(300)),
+    );
+    for id in engines {
+        let engine = registry
+            .engine(id)
+            .unwrap_or_else(|| panic!("engine {id} unavailable: {:?}", registry.unavailable()));
+        assert_eq!(engine.isolation(), runanywhere::Isolation::Process, "{id}");
+    }
+    (dir, registry)
+}
+
 /// Loads `path` on `engine` with one thread (tests run in parallel on small machines, and
 /// spinning worker threads slow to a crawl when oversubscribed) and context `ctx`
 /// (0 = the model's own).

@@ -12,7 +12,15 @@
 //! | `generate-error` | emits two tokens, then returns `OutOfMemory`           |
 //! | `tokenize-panic` | panics in `tokenize`                                   |
 //! | `info-panic`     | panics in the model's `info`                           |
+//! | `load-abort`     | aborts the process (SIGABRT) in `load_model`           |
+//! | `generate-segfault` | emits two tokens, then dies of SIGSEGV              |
+//! | `generate-exit`  | emits two tokens, then exits the process with status 3 |
+//! | `generate-hang`  | emits two tokens, then sleeps forever                  |
+//! | `generate-alloc` | emits two tokens, then allocates until it is stopped   |
 //! | `none`           | behaves: emits `max_tokens` tokens "x"                 |
+//!
+//! The last five end (or freeze) the whole process: the host survives them only with
+//! the engine in a worker process (`isolation = "process"`).
 
 use runanywhere_plugin_api::{
     abi::lookup,
@@ -61,6 +69,10 @@ impl Engine for FaultyEngine {
     fn load_model(&self, _request: &LoadRequest) -> Result<FaultyModel, EngineError> {
         match self.fault.as_str() {
             "load-panic" => panic!("faulty plugin: deliberate panic in load_model"),
+            "load-abort" => {
+                tracing::error!("faulty plugin: aborting in load_model");
+                std::process::abort()
+            }
             "load-error" => Err(EngineError::invalid_model(
                 "faulty plugin: deliberate load failure",
             )),
@@ -117,6 +129,12 @@ impl Model for FaultyModel {
             if sent == 2 {
                 match self.fault.as_str() {
                     "generate-panic" => panic!("faulty plugin: deliberate panic in generate"),
+                    "generate-segfault" => segfault(),
+                    "generate-exit" => std::process::exit(3),
+                    "generate-hang" => loop {
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    },
+                    "generate-alloc" => allocate_forever(),
                     "generate-error" => {
                         return Err(EngineError::new(
                             ErrorKind::OutOfMemory,
@@ -136,6 +154,27 @@ impl Model for FaultyModel {
             stop_reason: reason.code(),
             ..Default::default()
         })
+    }
+}
+
+/// Dies of a real segmentation fault signal, as a bad pointer in an engine would.
+fn segfault() -> ! {
+    // SAFETY: resetting a signal's disposition and raising it touch no memory of ours.
+    // The default action (the Rust runtime installs a handler for stack overflows, which
+    // ignores a raised signal) ends the process, which is what this fault is for.
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        libc::raise(libc::SIGSEGV);
+    }
+    std::process::abort()
+}
+
+/// Allocates (and touches) memory until the allocator or the system stops the process.
+fn allocate_forever() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1u8; 64 << 20]);
+        std::hint::black_box(&hoard);
     }
 }
 
