@@ -37,7 +37,7 @@ function show() {
     {num: r.generated_tokens}, {num: num(r.prefill_tok_s)}, {num: num(r.decode_tok_s)}, {num: num(r.ttft_ms, 2)}, {num: r.runs}]}))));
 }
 
-const COLUMNS = ["engine", "runs", "load_ms", "prompt_tokens", "generated_tokens", "prefill_tok_s", "decode_tok_s", "ttft_ms", "sink_tok_s"];
+const COLUMNS = ["engine", "isolation", "runs", "load_ms", "prompt_tokens", "generated_tokens", "prefill_tok_s", "decode_tok_s", "ttft_ms", "sink_tok_s"];
 
 async function run() {
   const engines = [...document.querySelectorAll("#bench-engines input:checked")].map((i) => i.value);

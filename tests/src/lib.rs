@@ -7,6 +7,7 @@
 //! never a skip.
 
 pub mod hub;
+pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
