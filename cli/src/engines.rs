@@ -28,7 +28,7 @@ pub(crate) fn run(runtime: &Runtime, args: &EnginesArgs) -> anyhow::Result<ExitC
         )?;
         return Ok(ExitCode::SUCCESS);
     }
-    let table: Vec<[String; 6]> = rows
+    let table: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {
             let text = |v: &serde_json::Value| match v {
@@ -48,11 +48,14 @@ pub(crate) fn run(runtime: &Runtime, args: &EnginesArgs) -> anyhow::Result<ExitC
                 text(&r["version"]),
                 text(&r["formats"]),
                 text(&r["status"]),
+                text(&r["isolation"]),
                 text(&r["library"]),
             ]
         })
         .collect();
-    let header = ["ID", "NAME", "VERSION", "FORMATS", "STATUS", "LIBRARY"];
+    let header = [
+        "ID", "NAME", "VERSION", "FORMATS", "STATUS", "RUNS IN", "LIBRARY",
+    ];
     let lines = super::table::render(header, &table);
     writeln!(out, "{}", lines[0])?;
     for (line, json) in lines[1..].iter().zip(&rows) {

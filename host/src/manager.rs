@@ -490,7 +490,7 @@ impl ModelManager {
     }
 }
 
-/// Removes idle models whose expiry has passed.
+/// Removes idle models whose expiry has passed, or whose worker died.
 fn sweep_locked(state: &mut State, now: Instant) -> usize {
     let expired: Vec<ModelKey> = state
         .slots
@@ -499,6 +499,8 @@ fn sweep_locked(state: &mut State, now: Instant) -> usize {
             Slot::Ready(r) if r.idle() && lock(&r.use_state).expires.is_some_and(|e| e <= now) => {
                 Some(k.clone())
             }
+            // Its worker died: it takes no memory any more, and cannot be used.
+            Slot::Ready(r) if r.idle() && !r.model.is_alive() => Some(k.clone()),
             _ => None,
         })
         .collect();

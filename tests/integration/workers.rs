@@ -435,3 +435,48 @@ fn serve_survives_a_crashing_engine_and_leaves_no_orphans_when_killed() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn engines_that_cannot_start_in_a_worker_are_ledger_entries_with_the_reason() {
+    let dir = plugin_dir(&[
+        "faulty-init-error",
+        "faulty-init-panic",
+        "abort-on-load",
+        "mock",
+    ]);
+    let started = Instant::now();
+    let registry = Registry::discover_with(
+        &[dir.path().to_path_buf()],
+        worker_config(Duration::from_secs(60)),
+    );
+    // Each worker that could not start its engine has exited: discovery did not wait on
+    // any of them, and the mock's still works.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let kind = |id: &str| {
+        let u = registry
+            .unavailable()
+            .iter()
+            .find(|u| u.id == id)
+            .unwrap_or_else(|| panic!("{id} is not in the ledger"));
+        (u.kind, u.reason.clone())
+    };
+    use runanywhere::registry::UnavailableKind;
+    let (k, reason) = kind("faulty-init-error");
+    assert_eq!(k, UnavailableKind::InitFailed, "{reason}");
+    assert!(reason.contains("deliberate init failure"), "{reason}");
+    let (k, reason) = kind("faulty-init-panic");
+    assert_eq!(k, UnavailableKind::InitFailed, "{reason}");
+    // A library that aborts as it is opened kills only its worker.
+    let (k, reason) = kind("abort-on-load");
+    assert_eq!(k, UnavailableKind::WorkerFailed, "{reason}");
+    assert!(reason.contains("SIGABRT"), "{reason}");
+    let mock = registry.engine("mock").unwrap().load_model(LoadRequest {
+        model_path: "mock".into(),
+        ..Default::default()
+    });
+    assert_eq!(generate(&mock.unwrap()).1, 5);
+}

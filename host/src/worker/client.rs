@@ -233,7 +233,10 @@ impl WorkerEngine {
                         format!("the engine could not be started in a worker: {crash}"),
                     )
                 })?;
-        let info = ready.map_err(|u| (u.kind, u.reason))?;
+        let info = ready.map_err(|u| {
+            connection.close();
+            (u.kind, u.reason)
+        })?;
         *lock(&engine.current) = Some(connection);
         Ok((engine, info.into()))
     }
@@ -286,6 +289,7 @@ impl WorkerEngine {
             Connection::spawn(&self.id, &self.manifest, &self.config, &self.health)
                 .map_err(CallError::Crashed)?;
         if let Err(u) = ready {
+            connection.close();
             return Err(CallError::Engine(EngineError::internal(format!(
                 "the engine's new worker could not initialise it: {}",
                 u.reason
@@ -426,6 +430,7 @@ impl Connection {
         });
         if let Err(e) = spawned {
             connection.kill(Exit::Start(format!("cannot start its threads: {e}")));
+            let _ = lock(&connection.child).wait();
             return Err(started(format!("cannot start its threads: {e}")));
         }
         match ready_rx.recv_timeout(START_TIMEOUT) {
@@ -604,14 +609,15 @@ impl Connection {
 
     /// A call that is answered by one reply.
     fn call(&self, make: impl FnOnce(u64) -> Request) -> Result<Reply, CallError> {
-        let (_, rx) = self.start(make)?;
+        let (id, rx) = self.start(make)?;
         loop {
             match rx.recv_timeout(POLL) {
                 Ok(Incoming::Reply(result)) => {
                     return result.map_err(|e| CallError::Engine(e.into()))
                 }
                 Ok(Incoming::Tokens(_)) => {}
-                Err(RecvTimeoutError::Timeout) => self.check_hang(None),
+                // A load reports no idle time (it has no sign of progress); other calls do.
+                Err(RecvTimeoutError::Timeout) => self.check_hang(id),
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(CallError::Crashed(self.wait_crash()))
                 }
@@ -619,12 +625,13 @@ impl Connection {
         }
     }
 
-    /// Kills the worker when it has been silent, or the generation `id` without
-    /// progress, for longer than the hang timeout.
-    fn check_hang(&self, generation: Option<u64>) {
+    /// Kills the worker when it has been silent, or the call `id` without progress,
+    /// for longer than the hang timeout.
+    fn check_hang(&self, id: u64) {
         let silent = lock(&self.last_heard).elapsed();
-        let idle = generation
-            .and_then(|id| lock(&self.idle_ms).get(&id).copied())
+        let idle = lock(&self.idle_ms)
+            .get(&id)
+            .copied()
             .map_or(Duration::ZERO, Duration::from_millis);
         let stalled = silent.max(idle);
         if stalled >= self.hang_timeout {
@@ -768,7 +775,7 @@ impl RemoteModel {
         })? {
             Reply::Vectors(vectors) => {
                 self.succeeded();
-                Ok(vectors)
+                Ok(super::protocol::vectors(vectors))
             }
             other => Err(unexpected("an embedding", &other)),
         }
@@ -833,7 +840,7 @@ impl RemoteModel {
                         stopped = true;
                         let _ = self.connection.send(&Request::Cancel { id });
                     }
-                    self.connection.check_hang(Some(id));
+                    self.connection.check_hang(id);
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     call.finished = true;

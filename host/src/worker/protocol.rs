@@ -7,8 +7,10 @@
 //! while the host was busy, so a fast engine is not slowed to one frame per token.
 //!
 //! The ABI's types (`abi_stable`'s `RString`, `RVec`, ...) are not serde types, so the
-//! ones that cross have serde mirrors here (`Wire*`), converted both ways. A NaN
-//! log-probability (an engine that gave none) travels as `null`, which JSON can hold.
+//! ones that cross have serde mirrors here (`Wire*`), converted both ways. JSON has no
+//! NaN or infinity, which engines do produce (a log-probability of -inf, a NaN the
+//! engine gave for "none"): every float crosses as a [`Float`], which spells those as
+//! strings.
 
 use std::io::{self, Read, Write};
 
@@ -19,6 +21,60 @@ use runanywhere_plugin_api::{
     LoadRequest, ModelInfo, Prompt, SamplingParams,
 };
 use serde::{Deserialize, Serialize};
+
+/// An `f32` that survives JSON: finite values as numbers, the rest as `"nan"`, `"inf"`
+/// or `"-inf"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Float(pub(crate) f32);
+
+impl Serialize for Float {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            x if x.is_finite() => s.serialize_f32(x),
+            x if x.is_nan() => s.serialize_str("nan"),
+            x if x > 0.0 => s.serialize_str("inf"),
+            _ => s.serialize_str("-inf"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Float {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Number(f32),
+            Text(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Number(x) => Ok(Float(x)),
+            Repr::Text(t) => match t.as_str() {
+                "nan" => Ok(Float(f32::NAN)),
+                "inf" => Ok(Float(f32::INFINITY)),
+                "-inf" => Ok(Float(f32::NEG_INFINITY)),
+                other => Err(serde::de::Error::custom(format!(
+                    "`{other}` is not a float"
+                ))),
+            },
+        }
+    }
+}
+
+fn floats(v: &[f32]) -> Vec<Float> {
+    v.iter().copied().map(Float).collect()
+}
+
+/// Vectors as they cross.
+pub(crate) fn wire_vectors(vectors: Vec<Vec<f32>>) -> Vec<Vec<Float>> {
+    vectors.iter().map(|v| floats(v)).collect()
+}
+
+/// Vectors as they arrive.
+pub(crate) fn vectors(wire: Vec<Vec<Float>>) -> Vec<Vec<f32>> {
+    wire.into_iter()
+        .map(|v| v.into_iter().map(|f| f.0).collect())
+        .collect()
+}
 
 /// Frames larger than this are refused: no honest message comes near it (the biggest
 /// are embeddings of a long batch), and a corrupt length must not allocate gigabytes.
@@ -119,9 +175,9 @@ pub(crate) enum Event {
         source: String,
         message: String,
     },
-    /// Sent every [`super::HEARTBEAT`]: the worker is alive, and how long (ms) each
-    /// generation in flight has gone without a token or a cancel check (the engine's
-    /// sign of progress during a prefill).
+    /// Sent every [`super::HEARTBEAT`]: the worker is alive, and how long (ms) each call
+    /// in flight (loads excepted) has gone without progress: for a generation, a token
+    /// or a cancel check (the engine's sign of progress during a prefill).
     Heartbeat { idle_ms: Vec<(u64, u64)> },
 }
 
@@ -138,7 +194,7 @@ pub(crate) enum Reply {
     Ids(Vec<u32>),
     Text(String),
     Bytes(Vec<u8>),
-    Vectors(Vec<Vec<f32>>),
+    Vectors(Vec<Vec<Float>>),
     Stats(WireStats),
 }
 
@@ -353,11 +409,11 @@ impl From<WirePrompt> for Prompt {
 /// [`SamplingParams`].
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct WireSampling {
-    temperature: f32,
+    temperature: Float,
     top_k: u32,
-    top_p: f32,
-    min_p: f32,
-    repeat_penalty: f32,
+    top_p: Float,
+    min_p: Float,
+    repeat_penalty: Float,
     repeat_window: u32,
     seed: u64,
 }
@@ -383,11 +439,11 @@ impl From<&GenerateRequest> for WireGenerate {
             parse_special: r.parse_special,
             max_tokens: r.max_tokens,
             sampling: WireSampling {
-                temperature: s.temperature,
+                temperature: Float(s.temperature),
                 top_k: s.top_k,
-                top_p: s.top_p,
-                min_p: s.min_p,
-                repeat_penalty: s.repeat_penalty,
+                top_p: Float(s.top_p),
+                min_p: Float(s.min_p),
+                repeat_penalty: Float(s.repeat_penalty),
                 repeat_window: s.repeat_window,
                 seed: s.seed,
             },
@@ -406,11 +462,11 @@ impl From<WireGenerate> for GenerateRequest {
             parse_special: r.parse_special,
             max_tokens: r.max_tokens,
             sampling: SamplingParams {
-                temperature: s.temperature,
+                temperature: s.temperature.0,
                 top_k: s.top_k,
-                top_p: s.top_p,
-                min_p: s.min_p,
-                repeat_penalty: s.repeat_penalty,
+                top_p: s.top_p.0,
+                min_p: s.min_p.0,
+                repeat_penalty: s.repeat_penalty.0,
                 repeat_window: s.repeat_window,
                 seed: s.seed,
             },
@@ -464,31 +520,39 @@ pub(crate) struct WireToken {
     pub(crate) id: u32,
     #[serde(rename = "p")]
     pub(crate) piece: String,
-    /// `None`: no log-probabilities asked for, or NaN (the engine gave none).
+    /// `None`: no log-probabilities asked for (or NaN: the engine gave none).
     #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
-    pub(crate) logprob: Option<f32>,
+    pub(crate) logprob: Option<Float>,
     #[serde(rename = "t", default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) top: Vec<(u32, f32)>,
+    pub(crate) top: Vec<(u32, Float)>,
 }
 
 impl WireToken {
+    /// A token with its log-probability and alternatives.
+    pub(crate) fn scored(id: u32, piece: &str, logprob: f32, top: &[TokenLogprob]) -> Self {
+        WireToken {
+            id,
+            piece: piece.to_string(),
+            logprob: (!logprob.is_nan()).then_some(Float(logprob)),
+            top: top.iter().map(|a| (a.id, Float(a.logprob))).collect(),
+        }
+    }
+
     /// The log-probability as the host's sinks take it (NaN when there is none).
     pub(crate) fn logprob(&self) -> f32 {
-        self.logprob.unwrap_or(f32::NAN)
+        self.logprob.map_or(f32::NAN, |f| f.0)
     }
 
     /// The alternatives as the ABI's type.
     pub(crate) fn top(&self) -> Vec<TokenLogprob> {
         self.top
             .iter()
-            .map(|&(id, logprob)| TokenLogprob { id, logprob })
+            .map(|&(id, logprob)| TokenLogprob {
+                id,
+                logprob: logprob.0,
+            })
             .collect()
     }
-}
-
-/// A finite log-probability, or `None` for NaN.
-pub(crate) fn finite(logprob: f32) -> Option<f32> {
-    (!logprob.is_nan()).then_some(logprob)
 }
 
 /// [`Pooling`] by its code.
@@ -503,14 +567,19 @@ mod tests {
     #[test]
     fn frames_round_trip_and_a_clean_end_is_none() {
         let mut buf = Vec::new();
+        let top = [
+            TokenLogprob {
+                id: 3,
+                logprob: -0.5,
+            },
+            TokenLogprob {
+                id: 4,
+                logprob: f32::NEG_INFINITY,
+            },
+        ];
         let event = Event::Tokens {
             id: 7,
-            tokens: vec![WireToken {
-                id: 3,
-                piece: "héllo".into(),
-                logprob: finite(f32::NAN),
-                top: vec![(3, -0.5)],
-            }],
+            tokens: vec![WireToken::scored(3, "héllo", f32::NAN, &top)],
         };
         write_frame(&mut buf, &event).unwrap();
         write_frame(&mut buf, &Request::Cancel { id: 7 }).unwrap();
@@ -520,6 +589,7 @@ mod tests {
                 assert_eq!(tokens[0].piece, "héllo");
                 assert!(tokens[0].logprob().is_nan());
                 assert_eq!(tokens[0].top()[0].logprob, -0.5);
+                assert_eq!(tokens[0].top()[1].logprob, f32::NEG_INFINITY);
             }
             other => panic!("{other:?}"),
         }
@@ -528,6 +598,21 @@ mod tests {
             Some(Request::Cancel { id: 7 })
         ));
         assert!(read_frame::<Request>(&mut input).unwrap().is_none());
+    }
+
+    #[test]
+    fn floats_json_cannot_hold_cross_anyway() {
+        let mut buf = Vec::new();
+        let sent = vec![vec![1.5, f32::NAN, f32::INFINITY, f32::NEG_INFINITY]];
+        let reply = Reply::Vectors(wire_vectors(sent));
+        write_frame(&mut buf, &reply).unwrap();
+        let Some(Reply::Vectors(back)) = read_frame::<Reply>(&mut buf.as_slice()).unwrap() else {
+            panic!("not vectors");
+        };
+        let back = vectors(back);
+        assert_eq!(back[0][0], 1.5);
+        assert!(back[0][1].is_nan());
+        assert_eq!(back[0][2..], [f32::INFINITY, f32::NEG_INFINITY]);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use runanywhere_plugin_api::{EngineError, SinkControl};
 
 use super::protocol::{
-    finite, pooling, read_frame, write_frame, Event, Reply, Request, WireError, WireToken,
+    pooling, read_frame, wire_vectors, write_frame, Event, Reply, Request, WireError, WireToken,
     WireUnavailable,
 };
 use super::{sys, WorkerConfig, HEARTBEAT};
@@ -44,6 +44,16 @@ pub fn run(manifest: &Path, log_level: u8, memory_limit: Option<u64>) -> ExitCod
         eprintln!("runanywhere worker: {what}: {e}");
         ExitCode::FAILURE
     };
+    // From the start: a plugin that hangs while it initialises must not outlive the host.
+    let parent = std::os::unix::process::parent_id();
+    let _ = std::thread::Builder::new()
+        .name("parent-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(HEARTBEAT);
+            if std::os::unix::process::parent_id() != parent {
+                std::process::exit(0);
+            }
+        });
     let (input, output) = match sys::take_stdio() {
         Ok(io) => io,
         Err(e) => return fail("cannot take stdin and stdout", &e),
@@ -54,7 +64,13 @@ pub fn run(manifest: &Path, log_level: u8, memory_limit: Option<u64>) -> ExitCod
         }
     }
     let (events, outbox) = mpsc::channel();
-    let writer = std::thread::spawn(move || write_events(output, &outbox));
+    let writer = match std::thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || write_events(output, &outbox))
+    {
+        Ok(writer) => writer,
+        Err(e) => return fail("cannot start the writer thread", &e),
+    };
     forward_logs(events.clone(), log_level);
 
     let ready = Manifest::from_file(manifest)
@@ -77,8 +93,8 @@ pub fn run(manifest: &Path, log_level: u8, memory_limit: Option<u64>) -> ExitCod
             engine
         }
         Err(unavailable) => {
+            // The writer returns once this is out (the log layer's sender lives on).
             let _ = events.send(Event::Ready(Err(unavailable)));
-            drop(events);
             let _ = writer.join();
             return ExitCode::SUCCESS;
         }
@@ -91,7 +107,12 @@ pub fn run(manifest: &Path, log_level: u8, memory_limit: Option<u64>) -> ExitCod
         active: Mutex::default(),
     });
     let beating = Arc::clone(&worker);
-    std::thread::spawn(move || beating.heartbeat());
+    if let Err(e) = std::thread::Builder::new()
+        .name("heartbeat".into())
+        .spawn(move || beating.heartbeat())
+    {
+        return fail("cannot start the heartbeat thread", &e);
+    }
 
     let mut input = BufReader::new(input);
     loop {
@@ -108,11 +129,12 @@ pub fn run(manifest: &Path, log_level: u8, memory_limit: Option<u64>) -> ExitCod
     }
 }
 
-/// A generation in flight.
+/// A call in flight (loads excepted: they take as long as the model's size, with no
+/// sign of progress to watch).
 struct Active {
     cancel: CancelToken,
     started: Instant,
-    /// Milliseconds after `started` of the last token.
+    /// Milliseconds after `started` of the last token (generations).
     last_token_ms: Arc<AtomicU64>,
 }
 
@@ -137,21 +159,50 @@ struct Worker {
 }
 
 impl Worker {
+    /// Takes one request off stdin. Nothing here blocks: this thread must always be
+    /// free to read the next cancel.
     fn handle(self: &Arc<Self>, request: Request) {
-        match request {
+        let id = match &request {
             Request::Cancel { id } => {
-                if let Some(active) = lock(&self.active).get(&id) {
+                if let Some(active) = lock(&self.active).get(id) {
                     active.cancel.cancel();
                 }
+                return;
             }
             Request::Unload { model } => {
-                let dropped = lock(&self.models).remove(&model);
-                drop(dropped);
+                // Freeing a model may take a while: not on this thread.
+                if let Some(model) = lock(&self.models).remove(model) {
+                    let _ = std::thread::Builder::new().spawn(move || drop(model));
+                }
+                return;
             }
-            call => {
-                let worker = Arc::clone(self);
-                std::thread::spawn(move || worker.answer(call));
-            }
+            Request::Load { .. } => None,
+            Request::Tokenize { id, .. }
+            | Request::Detokenize { id, .. }
+            | Request::TokenPiece { id, .. }
+            | Request::Generate { id, .. }
+            | Request::Embed { id, .. } => Some(*id),
+        };
+        // Registered before the call's thread starts, so a cancel read next finds it.
+        if let Some(id) = id {
+            lock(&self.active).insert(
+                id,
+                Active {
+                    cancel: CancelToken::new(),
+                    started: Instant::now(),
+                    last_token_ms: Arc::default(),
+                },
+            );
+        }
+        let worker = Arc::clone(self);
+        let spawned = std::thread::Builder::new().spawn(move || worker.answer(request));
+        if let (Err(e), Some(id)) = (spawned, id) {
+            lock(&self.active).remove(&id);
+            let error = EngineError::internal(format!("the worker cannot start a thread: {e}"));
+            let _ = self.events.send(Event::Reply {
+                id,
+                result: Err(WireError::from(&error)),
+            });
         }
     }
 
@@ -224,7 +275,7 @@ impl Worker {
                 let inputs: Vec<_> = inputs.into_iter().map(Into::into).collect();
                 self.model(model)?
                     .embed(&inputs, pooling(code), normalize)
-                    .map(Reply::Vectors)
+                    .map(|v| Reply::Vectors(wire_vectors(v)))
                     .map_err(engine_error)
             }
             Request::Generate {
@@ -234,17 +285,10 @@ impl Worker {
                 ..
             } => {
                 let model = self.model(model)?;
-                let active = Active {
-                    cancel: CancelToken::new(),
-                    started: Instant::now(),
-                    last_token_ms: Arc::default(),
+                let (cancel, started, last) = match lock(&self.active).get(&id) {
+                    Some(a) => (a.cancel.clone(), a.started, Arc::clone(&a.last_token_ms)),
+                    None => return Err(EngineError::internal("the generation was not registered")),
                 };
-                let (cancel, started, last) = (
-                    active.cancel.clone(),
-                    active.started,
-                    Arc::clone(&active.last_token_ms),
-                );
-                lock(&self.active).insert(id, active);
                 let send = |token: WireToken| {
                     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                     last.store(ms, Ordering::Relaxed);
@@ -257,12 +301,7 @@ impl Worker {
                 let request = request.into();
                 let stats = match logprobs {
                     Some(top) => model.generate_with_logprobs(request, top, Some(&cancel), |t| {
-                        send(WireToken {
-                            id: t.id,
-                            piece: t.piece.to_string(),
-                            logprob: finite(t.logprob),
-                            top: t.top.iter().map(|a| (a.id, a.logprob)).collect(),
-                        })
+                        send(WireToken::scored(t.id, t.piece, t.logprob, t.top))
                     }),
                     None => model.generate_cancellable(request, &cancel, |token, piece| {
                         send(WireToken {
@@ -289,15 +328,10 @@ impl Worker {
         })
     }
 
-    /// Says every [`HEARTBEAT`] that the worker lives, with each generation's idle
-    /// time; exits when the parent process changes (the host died).
+    /// Says every [`HEARTBEAT`] that the worker lives, with each call's idle time.
     fn heartbeat(&self) {
-        let parent = std::os::unix::process::parent_id();
         loop {
             std::thread::sleep(HEARTBEAT);
-            if std::os::unix::process::parent_id() != parent {
-                std::process::exit(0);
-            }
             let idle_ms = lock(&self.active)
                 .iter()
                 .map(|(&id, a)| (id, u64::try_from(a.idle().as_millis()).unwrap_or(u64::MAX)))
@@ -357,9 +391,14 @@ fn write_events(output: File, events: &Receiver<Event>) {
             }
             other => other,
         };
+        let last = matches!(event, Event::Ready(Err(_)));
         if write_frame(&mut out, &event).is_err() {
             // The host is gone.
             std::process::exit(0);
+        }
+        if last {
+            // The engine could not start: nothing follows.
+            break;
         }
     }
     let _ = out.flush();
