@@ -60,6 +60,11 @@ pub(crate) fn run(runtime: &Runtime, args: &BenchArgs) -> anyhow::Result<ExitCod
                 )?;
                 result.engine_start_ms = runtime.engines().engine(id).map(|e| e.start_ms());
                 results.push(result);
+                // Unloaded before the other isolation runs: an idle engine's threads
+                // (llama.cpp's pool polls for a while) must not share the cores.
+                let key = model.key().clone();
+                drop(model);
+                runtime.models().unload(&key);
             }
             continue;
         }

@@ -34,8 +34,9 @@ pub struct BenchResult {
     pub prefill_tok_s: f64,
     /// Decode speed, tokens per second, as the engine measured it.
     pub decode_tok_s: f64,
-    /// Decode speed as the caller sees it: tokens after the first, per second between
-    /// the arrival of the first and of the last (what a worker's boundary can slow).
+    /// Decode speed as the caller sees it: tokens after the first, per second from when
+    /// the engine made the first to when the last arrived (what a worker's boundary can
+    /// slow, its batching included).
     pub seen_decode_tok_s: f64,
     /// Time to the first token, milliseconds.
     pub ttft_ms: f64,
@@ -70,14 +71,14 @@ pub fn bench(
             SinkControl::Continue
         })?;
         let wall = t.elapsed().as_secs_f64();
-        let seen = first.map_or(0.0, |first| {
-            let span = last.duration_since(first).as_secs_f64();
-            if span > 0.0 {
-                (delivered - 1) as f64 / span
-            } else {
-                0.0
-            }
-        });
+        // From when the engine made its first token (its own clock, started with the
+        // call) to when the last one reached us: a worker's batching and transport count.
+        let span = last.duration_since(t).as_secs_f64() - stats.first_token_us as f64 / 1e6;
+        let seen = if first.is_some() && span > 0.0 {
+            delivered.saturating_sub(1) as f64 / span
+        } else {
+            0.0
+        };
         if turn.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
             return Err(Error::Cancelled);
         }
