@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use runanywhere::bench::{bench, chat_turns, parallel, BenchResult, TurnTiming};
-use runanywhere::{Isolation, LoadOptions, Runtime, RuntimeConfig, Turn, WorkerConfig};
+use runanywhere::bench::{bench, chat_turns, compare_isolation, parallel, BenchResult, TurnTiming};
+use runanywhere::{LoadOptions, Runtime, Turn};
 
 use super::args::BenchArgs;
 
@@ -20,62 +20,34 @@ pub(crate) fn run(runtime: &Runtime, args: &BenchArgs) -> anyhow::Result<ExitCod
     } else {
         args.engines.clone()
     };
-    // --compare-isolation: a second runtime whose engines all run the other way.
-    let runtimes: Vec<Runtime> = if args.compare_isolation {
-        [Isolation::InProcess, Isolation::Process]
-            .into_iter()
-            .map(|isolation| {
-                Runtime::new(RuntimeConfig {
-                    workers: WorkerConfig {
-                        force: Some(isolation),
-                        ..runtime.config().workers.clone()
-                    },
-                    ..runtime.config().clone()
-                })
-            })
-            .collect()
-    } else {
-        Vec::new()
+    let options = LoadOptions {
+        tokenizer: args.tokenizer.clone(),
+        context_length: args.ctx_size,
+        threads: args.threads,
+        force: args.force,
+        parallel: args.parallel.unwrap_or(0),
+        ..LoadOptions::default()
     };
-    let mut results = Vec::new();
+    let (mut results, one_way): (Vec<BenchResult>, &[String]) = if args.compare_isolation {
+        let results = compare_isolation(
+            runtime,
+            &resolved,
+            &engines,
+            &options,
+            &args.prompt,
+            args.max_tokens,
+            args.runs,
+            &Turn::default(),
+        )?;
+        (results, &[])
+    } else {
+        (Vec::new(), &engines)
+    };
     let mut chats = Vec::new();
-    for id in &engines {
-        if args.compare_isolation {
-            for runtime in &runtimes {
-                let options = LoadOptions {
-                    engine: Some(id.clone()),
-                    tokenizer: args.tokenizer.clone(),
-                    context_length: args.ctx_size,
-                    threads: args.threads,
-                    force: args.force,
-                    ..LoadOptions::default()
-                };
-                let model = runtime.load_resolved(&resolved, &options)?;
-                let mut result = bench(
-                    &model,
-                    &args.prompt,
-                    args.max_tokens,
-                    args.runs,
-                    &Turn::default(),
-                )?;
-                result.engine_start_ms = runtime.engines().engine(id).map(|e| e.start_ms());
-                results.push(result);
-                // Unloaded before the other isolation runs: an idle engine's threads
-                // (llama.cpp's pool polls for a while) must not share the cores.
-                let key = model.key().clone();
-                drop(model);
-                runtime.models().unload(&key);
-            }
-            continue;
-        }
+    for id in one_way {
         let options = LoadOptions {
             engine: Some(id.clone()),
-            tokenizer: args.tokenizer.clone(),
-            context_length: args.ctx_size,
-            threads: args.threads,
-            force: args.force,
-            parallel: args.parallel.unwrap_or(0),
-            ..LoadOptions::default()
+            ..options.clone()
         };
         let model = runtime.load_resolved(&resolved, &options)?;
         if let Some(n) = args.parallel {

@@ -257,3 +257,43 @@ pub fn parallel(
         wall_ms,
     })
 }
+
+/// Benchmarks each of `engines` twice, in-process and then in a worker process (each
+/// through a runtime like `runtime` with that isolation forced), returning the results
+/// in that order, engine by engine. Each model is unloaded before the next runs: an
+/// idle engine's threads (llama.cpp's pool polls for a while) must not share the cores.
+#[allow(clippy::too_many_arguments)]
+pub fn compare_isolation(
+    runtime: &crate::Runtime,
+    model: &crate::ResolvedModel,
+    engines: &[String],
+    options: &crate::LoadOptions,
+    prompt: &str,
+    max_tokens: u32,
+    runs: u32,
+    turn: &Turn,
+) -> Result<Vec<BenchResult>, Error> {
+    use crate::worker::Isolation;
+    let runtimes = [Isolation::InProcess, Isolation::Process].map(|isolation| {
+        let mut config = runtime.config().clone();
+        config.workers.force = Some(isolation);
+        crate::Runtime::new(config)
+    });
+    let mut results = Vec::new();
+    for id in engines {
+        for runtime in &runtimes {
+            let options = crate::LoadOptions {
+                engine: Some(id.clone()),
+                ..options.clone()
+            };
+            let loaded = runtime.load_resolved(model, &options)?;
+            let mut result = bench(&loaded, prompt, max_tokens, runs, turn)?;
+            result.engine_start_ms = runtime.engines().engine(id).map(|e| e.start_ms());
+            results.push(result);
+            let key = loaded.key().clone();
+            drop(loaded);
+            runtime.models().unload(&key);
+        }
+    }
+    Ok(results)
+}
