@@ -344,9 +344,11 @@ pub(crate) struct TokenizeArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Model file or folder, a store id, or `mock`.
-    #[arg(short, long, value_name = "PATH|ID")]
-    pub(crate) model: String,
+    /// Model file or folder, a store id, or `mock`. Repeatable: each model is benchmarked
+    /// in turn (on the engine chosen for its format, or on each `--engine`), so engines
+    /// that read different files of the same weights (a GGUF, a `.pte`) share one table.
+    #[arg(short, long, value_name = "PATH|ID", required = true)]
+    pub(crate) model: Vec<String>,
 
     /// Load even when the memory estimate exceeds the available memory.
     #[arg(long)]

@@ -20,6 +20,7 @@ pub mod gguf;
 pub mod hparams;
 pub mod llama2c;
 pub mod onnx;
+pub mod pte;
 mod reader;
 #[cfg(test)]
 mod robustness;
@@ -49,15 +50,18 @@ pub enum ModelFormat {
     Onnx,
     /// A llama2.c checkpoint (`.bin`).
     Llama2c,
+    /// An ExecuTorch program (`.pte`).
+    Pte,
 }
 
 impl ModelFormat {
     /// Every format.
-    pub const ALL: [ModelFormat; 4] = [
+    pub const ALL: [ModelFormat; 5] = [
         ModelFormat::Gguf,
         ModelFormat::Safetensors,
         ModelFormat::Onnx,
         ModelFormat::Llama2c,
+        ModelFormat::Pte,
     ];
 
     /// The manifest name of the format.
@@ -67,6 +71,7 @@ impl ModelFormat {
             ModelFormat::Safetensors => "safetensors",
             ModelFormat::Onnx => "onnx",
             ModelFormat::Llama2c => "llama2c",
+            ModelFormat::Pte => "pte",
         }
     }
 
@@ -82,6 +87,7 @@ impl ModelFormat {
             ModelFormat::Safetensors => "safetensors",
             ModelFormat::Onnx => "ONNX",
             ModelFormat::Llama2c => "llama2.c",
+            ModelFormat::Pte => "ExecuTorch",
         }
     }
 }
@@ -99,6 +105,9 @@ impl fmt::Display for ModelFormat {
 pub fn sniff_file(head: &[u8], size: u64, extension: Option<&str>) -> Option<ModelFormat> {
     if head.starts_with(b"GGUF") {
         return Some(ModelFormat::Gguf);
+    }
+    if pte::sniff(head) {
+        return Some(ModelFormat::Pte);
     }
     if is_safetensors_header(head, size) {
         return Some(ModelFormat::Safetensors);

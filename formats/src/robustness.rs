@@ -3,7 +3,7 @@
 //! random bytes. Nothing may panic, and a truncated file must always be refused (for
 //! the formats whose checks see the end of the file: ONNX messages can end early).
 
-use crate::{gguf, llama2c, onnx, safetensors, verify_bytes};
+use crate::{gguf, llama2c, onnx, pte, safetensors, verify_bytes};
 
 /// A small deterministic generator (xorshift64*).
 struct Rng(u64);
@@ -60,6 +60,10 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         (
             "tiny.bin",
             llama2c::testing::checkpoint([8, 16, 1, 2, 1, 16, 8]),
+        ),
+        (
+            "model.pte",
+            pte::testing::program(&["forward", "get_vocab_size"], 48),
         ),
     ]
 }

@@ -7,8 +7,8 @@ use std::path::Path;
 use crate::error::FormatError;
 use crate::facts::{Facts, Verification};
 use crate::{
-    describe_head, folder, gguf, llama2c, onnx, read_head, safetensors, sniff_file, ModelFormat,
-    HEAD_LEN,
+    describe_head, folder, gguf, llama2c, onnx, pte, read_head, safetensors, sniff_file,
+    ModelFormat, HEAD_LEN,
 };
 
 /// Verifies the model file or folder at `path`. Never fails: an unreadable path is a
@@ -107,6 +107,7 @@ fn guess_format(head: &[u8], len: u64, path: &Path) -> Option<ModelFormat> {
         Some("gguf") => Some(ModelFormat::Gguf),
         Some("safetensors") => Some(ModelFormat::Safetensors),
         Some("onnx") => Some(ModelFormat::Onnx),
+        Some("pte") => Some(ModelFormat::Pte),
         Some("bin") if llama2c::Header::parse(head).is_some() => Some(ModelFormat::Llama2c),
         _ => None,
     }
@@ -125,12 +126,13 @@ fn check_content<R: Read + Seek>(
         ModelFormat::Safetensors => safetensors::check(reader, len, facts).map(|_| Vec::new()),
         ModelFormat::Onnx => onnx::check(reader, len, facts).map(|s| s.external),
         ModelFormat::Llama2c => llama2c::check(head, len, facts).map(|_| Vec::new()),
+        ModelFormat::Pte => pte::check(reader, len, facts).map(|_| Vec::new()),
     }
 }
 
 fn unrecognised(head: &[u8], len: u64) -> String {
     format!(
-        "unrecognised model format ({}); expected a GGUF, safetensors, ONNX or llama2.c file",
+        "unrecognised model format ({}); expected a GGUF, safetensors, ONNX, ExecuTorch (.pte) or llama2.c file",
         describe_head(head, len)
     )
 }

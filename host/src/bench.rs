@@ -16,6 +16,8 @@ use crate::options::GenerateOptions;
 pub struct BenchResult {
     /// The engine id.
     pub engine: String,
+    /// The model's file or folder name (several models can be compared in one run).
+    pub model: String,
     /// Where the engine ran.
     pub isolation: crate::worker::Isolation,
     /// Measured runs (the warm-up excluded).
@@ -42,6 +44,11 @@ pub struct BenchResult {
     pub ttft_ms: f64,
     /// Tokens delivered to the host's sink per second of wall time, whole generate call.
     pub sink_tok_s: f64,
+    /// Peak resident memory while this model was loaded and benchmarked, bytes: the
+    /// worker process's own for a model in a worker, else this process's since the load
+    /// (see [`run_all`]; `None` where the platform does not say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// Benchmarks `model`: a warm-up, then `runs` (at least 1) greedy generations of up to
@@ -97,8 +104,14 @@ pub fn bench(
         v[v.len() / 2]
     };
     let last = &samples[samples.len() - 1].0;
+    let name = model
+        .key()
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
     Ok(BenchResult {
         engine: model.model().engine_id().to_string(),
+        model: name.unwrap_or_default(),
         isolation: if model.model().worker_pid().is_some() {
             crate::worker::Isolation::Process
         } else {
@@ -114,7 +127,40 @@ pub fn bench(
         seen_decode_tok_s: median(&|s| s.2),
         ttft_ms: median(&|s| s.0.ttft_ms),
         sink_tok_s: median(&|s| s.1),
+        peak_rss_bytes: match model.model().worker_pid() {
+            Some(pid) => crate::metrics::peak_rss_bytes_of(pid),
+            None => crate::metrics::peak_rss_bytes(),
+        },
     })
+}
+
+/// Benchmarks each (model, engine) pair in turn, for comparing engines on the files each
+/// reads (a GGUF on llama.cpp beside the same weights as a `.pte` on ExecuTorch). Each
+/// model is unloaded before the next loads, and this process's peak-RSS mark is reset
+/// before each load where the platform allows, so each row's peak is its own.
+pub fn run_all(
+    runtime: &crate::Runtime,
+    jobs: &[(crate::ResolvedModel, String)],
+    options: &crate::LoadOptions,
+    prompt: &str,
+    max_tokens: u32,
+    runs: u32,
+    turn: &Turn,
+) -> Result<Vec<BenchResult>, Error> {
+    let mut results = Vec::new();
+    for (model, engine) in jobs {
+        let options = crate::LoadOptions {
+            engine: Some(engine.clone()),
+            ..options.clone()
+        };
+        crate::metrics::reset_peak_rss();
+        let loaded = runtime.load_resolved(model, &options)?;
+        results.push(bench(&loaded, prompt, max_tokens, runs, turn)?);
+        let key = loaded.key().clone();
+        drop(loaded);
+        runtime.models().unload(&key);
+    }
+    Ok(results)
 }
 
 /// Time to first token of one turn of a growing conversation, with and without the

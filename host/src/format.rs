@@ -30,7 +30,8 @@ pub enum DetectError {
     /// Readable, but no known format.
     #[error(
         "{path}: unrecognised model format ({detail}); expected a GGUF file, a safetensors \
-         file or Hugging Face folder, an ONNX file or folder, or a llama2.c .bin checkpoint"
+         file or Hugging Face folder, an ONNX file or folder, an ExecuTorch .pte program or a \
+         llama2.c .bin checkpoint"
     )]
     Unknown {
         /// The model path.
@@ -130,6 +131,12 @@ mod tests {
 
         let onnx = write(d, "m.onnx", b"\x08\x07\x12\x04test");
         assert_eq!(detect(&onnx).unwrap(), ModelFormat::Onnx);
+        let pte = write(
+            d,
+            "m.pte",
+            &runanywhere_formats::pte::testing::program(&["forward"], 0),
+        );
+        assert_eq!(detect(&pte).unwrap(), ModelFormat::Pte);
     }
 
     #[test]

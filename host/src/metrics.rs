@@ -61,10 +61,29 @@ impl RunMetrics {
 
 /// Peak resident set size of this process (`VmHWM`), on Linux.
 pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    peak_rss_in("/proc/self/status")
+}
+
+/// Peak resident set size of process `pid` (a worker), on Linux.
+pub fn peak_rss_bytes_of(pid: u32) -> Option<u64> {
+    peak_rss_in(&format!("/proc/{pid}/status"))
+}
+
+fn peak_rss_in(status: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Resets this process's peak-RSS mark to its current RSS (Linux: `5` to
+/// `/proc/self/clear_refs`), so that the next [`peak_rss_bytes`] covers only what
+/// happens after. Best effort: where it cannot, the peak stays the process's whole-life
+/// one (a benchmark row then over-reports, never under-reports).
+pub fn reset_peak_rss() {
+    if let Err(e) = std::fs::write("/proc/self/clear_refs", b"5") {
+        tracing::debug!("cannot reset the peak RSS mark: {e}");
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub mod emit;
 pub mod error;
 pub mod ext;
 pub mod generate;
+pub mod locate;
 pub mod log;
 pub mod sampling;
 pub mod sdk;

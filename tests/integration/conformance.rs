@@ -20,7 +20,7 @@ use runanywhere_tests::{
 };
 
 /// The engines under test (plugin manifests).
-const ENGINES: [&str; 3] = ["llama-cpp", "candle", "onnx"];
+const ENGINES: [&str; 4] = ["llama-cpp", "candle", "onnx", "executorch"];
 
 /// The references run 201 positions; stories260K's GGUF says 128.
 const CONTEXT: u32 = 256;
@@ -54,6 +54,9 @@ enum Format {
     OnnxFromGguf,
     /// An ONNX folder written by `write_onnx_folder` from the llama2.c checkpoint.
     OnnxFromLlama2c,
+    /// `executorch/stories260K.pte` (ExecuTorch's own exporter), copied with `tok512.bin`
+    /// beside it (a `.pte` holds no tokenizer).
+    Pte,
 }
 
 impl Format {
@@ -81,6 +84,7 @@ impl Format {
             Format::SafetensorsFromLlama2c => folder(stories("bin"), "hf-from-llama2c"),
             Format::OnnxFromGguf => onnx(stories("gguf"), "onnx-from-gguf"),
             Format::OnnxFromLlama2c => onnx(stories("bin"), "onnx-from-llama2c"),
+            Format::Pte => runanywhere_tests::pte_with_tokenizer(&scratch.join("pte")),
         }
     }
 }
@@ -121,6 +125,18 @@ const MATRIX: &[(&str, Format, Expect)] = &[
     ),
     ("onnx", Format::OnnxFromGguf, Expect::Reference),
     ("onnx", Format::OnnxFromLlama2c, Expect::Reference),
+    // ExecuTorch on the program its own exporter wrote; nobody else reads a .pte.
+    ("executorch", Format::Pte, Expect::Reference),
+    ("executorch", Format::Gguf, Expect::Refused(NOT_MINE)),
+    ("executorch", Format::Llama2c, Expect::Refused(NOT_MINE)),
+    (
+        "executorch",
+        Format::OnnxFromGguf,
+        Expect::Refused(NOT_MINE),
+    ),
+    ("llama-cpp", Format::Pte, Expect::Refused(NOT_MINE)),
+    ("candle", Format::Pte, Expect::Refused(NOT_MINE)),
+    ("onnx", Format::Pte, Expect::Refused(NOT_MINE)),
 ];
 
 #[test]

@@ -1,6 +1,6 @@
 //! The engine contract: one table of what every engine must do the same way, on a real
-//! model each (stories260K for llama.cpp, Candle and ONNX Runtime, the pseudo-model for
-//! the mock). A row that fails names the engine and the clause.
+//! model each (stories260K for llama.cpp, Candle, ONNX Runtime and ExecuTorch, the
+//! pseudo-model for the mock). A row that fails names the engine and the clause.
 //!
 //! | clause | request | every engine answers |
 //! |---|---|---|
@@ -20,13 +20,14 @@ use runanywhere::{
 };
 use runanywhere_tests::{data_dir, registry_with};
 
-/// The engines and the model each runs.
-fn engines() -> Vec<(&'static str, PathBuf)> {
+/// The engines and the model each runs (`scratch` holds the `.pte` with its tokenizer).
+fn engines(scratch: &Path) -> Vec<(&'static str, PathBuf)> {
     let stories = data_dir().join("tinystories/stories260K.gguf");
     vec![
         ("llama-cpp", stories.clone()),
         ("candle", stories),
         ("onnx", data_dir().join("onnx/stories260K-genai/fp32")),
+        ("executorch", runanywhere_tests::pte_with_tokenizer(scratch)),
         ("mock", PathBuf::from("mock")),
     ]
 }
@@ -82,9 +83,11 @@ fn engine_error(err: &Error) -> (EngineErrorKind, String) {
 
 #[test]
 fn every_engine_keeps_the_same_contract() {
-    let names: Vec<&str> = engines().iter().map(|(e, _)| *e).collect();
+    let scratch = tempfile::tempdir().unwrap();
+    let engines = engines(scratch.path());
+    let names: Vec<&str> = engines.iter().map(|(e, _)| *e).collect();
     let (_dir, registry) = registry_with(&names);
-    for (engine, path) in engines() {
+    for (engine, path) in engines.clone() {
         let model =
             load(&registry, engine, &path, 256, false).unwrap_or_else(|e| panic!("{engine}: {e}"));
         let clause = |c: &str| format!("{engine}, {c}");

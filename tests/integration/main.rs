@@ -10,6 +10,7 @@ mod contract;
 mod discovery;
 mod embeddings;
 mod example_engine;
+mod executorch;
 mod faults;
 mod hardening;
 mod llama;

@@ -601,6 +601,8 @@ fn shared_files() -> Vec<(PathBuf, Option<&'static str>)> {
                 Some("onnx")
             } else if name == "stories260K.bin" {
                 Some("llama2c")
+            } else if name.ends_with(".pte") {
+                Some("pte")
             } else if name.ends_with(".safetensors") {
                 // MLX's exports (mlx/) are safetensors files.
                 Some("safetensors")

@@ -101,6 +101,23 @@ pub fn plugin_dir(fixtures: &[&str]) -> tempfile::TempDir {
     dir
 }
 
+/// `executorch/stories260K.pte` copied into `dir` with `tok512.bin` beside it (a `.pte`
+/// holds no tokenizer; the engine finds one next to the program), once.
+pub fn pte_with_tokenizer(dir: &Path) -> PathBuf {
+    let out = dir.join("stories260K.pte");
+    if !out.exists() {
+        std::fs::create_dir_all(dir).expect("create the .pte folder");
+        std::fs::copy(
+            data_dir().join("tinystories/tok512.bin"),
+            dir.join("tok512.bin"),
+        )
+        .expect("copy tok512.bin");
+        std::fs::copy(data_dir().join("executorch/stories260K.pte"), &out)
+            .expect("copy stories260K.pte");
+    }
+    out
+}
+
 /// Runs the binary with `args` (and stdin), plugins only from `plugins` when given.
 pub fn run_cli(plugins: Option<&Path>, args: &[&str], stdin: Option<&[u8]>) -> Output {
     run_cli_env(plugins, args, stdin, &[])

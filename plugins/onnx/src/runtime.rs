@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use ort::environment::Environment;
 use ort::logging::LogLevel;
+use runanywhere_plugin_api::locate;
 
 use crate::error::{OnnxError, Result};
 
@@ -167,46 +168,15 @@ pub(crate) fn locate(manifest_dir: Option<&Path>) -> Result<PathBuf> {
             path.display()
         )));
     }
-    let dirs = search_dirs(plugin_dir().as_deref(), manifest_dir);
+    let dirs = locate::search_dirs(locate::plugin_dir().as_deref(), manifest_dir, ".ort");
     if let Some(found) = dirs.iter().find_map(|dir| newest_library_in(dir)) {
         return Ok(found);
     }
-    let searched = if dirs.is_empty() {
-        "nowhere (the plugin's own location is unknown)".to_string()
-    } else {
-        dirs.iter()
-            .map(|d| d.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let searched = locate::describe(&dirs);
     Err(OnnxError::Runtime(format!(
         "ONNX Runtime's shared library was not found (searched {searched}); {}",
         fix_hint()
     )))
-}
-
-/// The directories searched, in order: the plugin's directory, `.ort/` in it and above
-/// it, then `.ort/` in and above the manifest's directory. Duplicates are dropped.
-pub(crate) fn search_dirs(plugin_dir: Option<&Path>, manifest_dir: Option<&Path>) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    let mut push = |d: PathBuf| {
-        if !dirs.contains(&d) {
-            dirs.push(d);
-        }
-    };
-    if let Some(dir) = plugin_dir {
-        push(dir.to_path_buf());
-        for ancestor in dir.ancestors() {
-            push(ancestor.join(".ort"));
-        }
-    }
-    if let Some(dir) = manifest_dir.filter(|d| !d.as_os_str().is_empty()) {
-        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        for ancestor in dir.ancestors() {
-            push(ancestor.join(".ort"));
-        }
-    }
-    dirs
 }
 
 /// The ONNX Runtime library with the highest version in `dir`, if any.
@@ -246,41 +216,6 @@ pub(crate) fn library_version(name: &str) -> Option<Vec<u32>> {
         .collect()
 }
 
-/// The directory holding this plugin's shared library, found with `dladdr` on one of
-/// its own functions.
-#[cfg(unix)]
-fn plugin_dir() -> Option<PathBuf> {
-    use std::ffi::{CStr, OsStr};
-    use std::os::unix::ffi::OsStrExt;
-
-    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
-    let address = plugin_dir as fn() -> Option<PathBuf> as *const libc::c_void;
-    // SAFETY: `dladdr` only inspects the address (a function of this library, mapped for
-    // as long as the process lives, since plugins are never unloaded) and writes into
-    // `info`, which is valid for writes of a `Dl_info`.
-    let found = unsafe { libc::dladdr(address, info.as_mut_ptr()) };
-    if found == 0 {
-        return None;
-    }
-    // SAFETY: `dladdr` returned non-zero, so it filled `info` (and it was zeroed before).
-    let info = unsafe { info.assume_init() };
-    if info.dli_fname.is_null() {
-        return None;
-    }
-    // SAFETY: `dli_fname` is a NUL-terminated path owned by the dynamic loader, valid
-    // while the object stays mapped; it is copied before returning.
-    let name = unsafe { CStr::from_ptr(info.dli_fname) };
-    let path = Path::new(OsStr::from_bytes(name.to_bytes()));
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    path.parent().map(Path::to_path_buf)
-}
-
-/// The plugin's directory is unknown on platforms without `dladdr`.
-#[cfg(not(unix))]
-fn plugin_dir() -> Option<PathBuf> {
-    None
-}
-
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
@@ -299,7 +234,7 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_library_wins_and_search_dirs_walk_up() {
+    fn the_newest_library_wins() {
         let dir = tempfile::tempdir().unwrap();
         for name in [
             "libonnxruntime.so.1.9.0",
@@ -314,17 +249,5 @@ mod tests {
             dir.path().join("libonnxruntime.so.1.31.1")
         );
         assert_eq!(newest_library_in(&dir.path().join("missing")), None);
-
-        let dirs = search_dirs(Some(Path::new("/repo/target/release")), None);
-        assert_eq!(dirs[0], Path::new("/repo/target/release"));
-        assert!(dirs.contains(&PathBuf::from("/repo/.ort")));
-        assert!(dirs.contains(&PathBuf::from("/repo/target/release/.ort")));
-    }
-
-    #[test]
-    fn the_plugin_knows_where_it_is() {
-        // In a unit test the "plugin" is the test executable in target/<profile>/deps.
-        let dir = plugin_dir().unwrap();
-        assert!(dir.ends_with("deps"), "{}", dir.display());
     }
 }
