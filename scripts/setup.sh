@@ -39,6 +39,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 bash "$(dirname "$0")/fetch-onnxruntime.sh"
 bash "$(dirname "$0")/fetch-executorch.sh"
+bash "$(dirname "$0")/fetch-litert.sh"
 bash "$(dirname "$0")/setup-clients.sh"
 
 echo "setup: ok ($(cargo --version), $(cmake --version | head -1))" >&2

@@ -106,7 +106,7 @@ pub(crate) fn verify_dir(path: &Path, v: &mut Verification) {
                 genai_facts(&genai, bytes, &mut v.facts);
             }
         }
-        ModelFormat::Gguf | ModelFormat::Llama2c | ModelFormat::Pte => {}
+        ModelFormat::Gguf | ModelFormat::Llama2c | ModelFormat::Pte | ModelFormat::Tflite => {}
     }
     // The size is that of every file in the folder (tokenizers included).
     v.size = files

@@ -14,6 +14,7 @@
 
 mod error;
 mod facts;
+mod flatbuffer;
 mod folder;
 pub mod fs;
 pub mod gguf;
@@ -25,6 +26,7 @@ mod reader;
 #[cfg(test)]
 mod robustness;
 pub mod safetensors;
+pub mod tflite;
 mod verify;
 
 use std::fmt;
@@ -52,16 +54,19 @@ pub enum ModelFormat {
     Llama2c,
     /// An ExecuTorch program (`.pte`).
     Pte,
+    /// A TFLite / LiteRT model (`.tflite`).
+    Tflite,
 }
 
 impl ModelFormat {
     /// Every format.
-    pub const ALL: [ModelFormat; 5] = [
+    pub const ALL: [ModelFormat; 6] = [
         ModelFormat::Gguf,
         ModelFormat::Safetensors,
         ModelFormat::Onnx,
         ModelFormat::Llama2c,
         ModelFormat::Pte,
+        ModelFormat::Tflite,
     ];
 
     /// The manifest name of the format.
@@ -72,6 +77,7 @@ impl ModelFormat {
             ModelFormat::Onnx => "onnx",
             ModelFormat::Llama2c => "llama2c",
             ModelFormat::Pte => "pte",
+            ModelFormat::Tflite => "tflite",
         }
     }
 
@@ -88,6 +94,7 @@ impl ModelFormat {
             ModelFormat::Onnx => "ONNX",
             ModelFormat::Llama2c => "llama2.c",
             ModelFormat::Pte => "ExecuTorch",
+            ModelFormat::Tflite => "TFLite",
         }
     }
 }
@@ -108,6 +115,9 @@ pub fn sniff_file(head: &[u8], size: u64, extension: Option<&str>) -> Option<Mod
     }
     if pte::sniff(head) {
         return Some(ModelFormat::Pte);
+    }
+    if tflite::sniff(head) {
+        return Some(ModelFormat::Tflite);
     }
     if is_safetensors_header(head, size) {
         return Some(ModelFormat::Safetensors);

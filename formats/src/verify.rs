@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::error::FormatError;
 use crate::facts::{Facts, Verification};
 use crate::{
-    describe_head, folder, gguf, llama2c, onnx, pte, read_head, safetensors, sniff_file,
+    describe_head, folder, gguf, llama2c, onnx, pte, read_head, safetensors, sniff_file, tflite,
     ModelFormat, HEAD_LEN,
 };
 
@@ -108,6 +108,7 @@ fn guess_format(head: &[u8], len: u64, path: &Path) -> Option<ModelFormat> {
         Some("safetensors") => Some(ModelFormat::Safetensors),
         Some("onnx") => Some(ModelFormat::Onnx),
         Some("pte") => Some(ModelFormat::Pte),
+        Some("tflite") => Some(ModelFormat::Tflite),
         Some("bin") if llama2c::Header::parse(head).is_some() => Some(ModelFormat::Llama2c),
         _ => None,
     }
@@ -127,12 +128,13 @@ fn check_content<R: Read + Seek>(
         ModelFormat::Onnx => onnx::check(reader, len, facts).map(|s| s.external),
         ModelFormat::Llama2c => llama2c::check(head, len, facts).map(|_| Vec::new()),
         ModelFormat::Pte => pte::check(reader, len, facts).map(|_| Vec::new()),
+        ModelFormat::Tflite => tflite::check(reader, len, facts).map(|_| Vec::new()),
     }
 }
 
 fn unrecognised(head: &[u8], len: u64) -> String {
     format!(
-        "unrecognised model format ({}); expected a GGUF, safetensors, ONNX, ExecuTorch (.pte) or llama2.c file",
+        "unrecognised model format ({}); expected a GGUF, safetensors, ONNX, ExecuTorch (.pte), TFLite or llama2.c file",
         describe_head(head, len)
     )
 }

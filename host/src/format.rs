@@ -30,8 +30,8 @@ pub enum DetectError {
     /// Readable, but no known format.
     #[error(
         "{path}: unrecognised model format ({detail}); expected a GGUF file, a safetensors \
-         file or Hugging Face folder, an ONNX file or folder, an ExecuTorch .pte program or a \
-         llama2.c .bin checkpoint"
+         file or Hugging Face folder, an ONNX file or folder, an ExecuTorch .pte program, a TFLite \
+         model or a llama2.c .bin checkpoint"
     )]
     Unknown {
         /// The model path.

@@ -20,7 +20,7 @@ use runanywhere_tests::{
 };
 
 /// The engines under test (plugin manifests).
-const ENGINES: [&str; 4] = ["llama-cpp", "candle", "onnx", "executorch"];
+const ENGINES: [&str; 5] = ["llama-cpp", "candle", "onnx", "executorch", "litert"];
 
 /// The references run 201 positions; stories260K's GGUF says 128.
 const CONTEXT: u32 = 256;
@@ -57,6 +57,8 @@ enum Format {
     /// `executorch/stories260K.pte` (ExecuTorch's own exporter), copied with `tok512.bin`
     /// beside it (a `.pte` holds no tokenizer).
     Pte,
+    /// `litert/stories260K.tflite` (litert-torch), likewise with `tok512.bin` beside it.
+    Tflite,
 }
 
 impl Format {
@@ -84,7 +86,14 @@ impl Format {
             Format::SafetensorsFromLlama2c => folder(stories("bin"), "hf-from-llama2c"),
             Format::OnnxFromGguf => onnx(stories("gguf"), "onnx-from-gguf"),
             Format::OnnxFromLlama2c => onnx(stories("bin"), "onnx-from-llama2c"),
-            Format::Pte => runanywhere_tests::pte_with_tokenizer(&scratch.join("pte")),
+            Format::Pte => runanywhere_tests::with_tokenizer(
+                &scratch.join("pte"),
+                "executorch/stories260K.pte",
+            ),
+            Format::Tflite => runanywhere_tests::with_tokenizer(
+                &scratch.join("tflite"),
+                "litert/stories260K.tflite",
+            ),
         }
     }
 }
@@ -137,6 +146,14 @@ const MATRIX: &[(&str, Format, Expect)] = &[
     ("llama-cpp", Format::Pte, Expect::Refused(NOT_MINE)),
     ("candle", Format::Pte, Expect::Refused(NOT_MINE)),
     ("onnx", Format::Pte, Expect::Refused(NOT_MINE)),
+    // LiteRT on the model litert-torch wrote.
+    ("litert", Format::Tflite, Expect::Reference),
+    ("litert", Format::Gguf, Expect::Refused(NOT_MINE)),
+    ("litert", Format::Pte, Expect::Refused(NOT_MINE)),
+    ("executorch", Format::Tflite, Expect::Refused(NOT_MINE)),
+    ("llama-cpp", Format::Tflite, Expect::Refused(NOT_MINE)),
+    ("candle", Format::Tflite, Expect::Refused(NOT_MINE)),
+    ("onnx", Format::Tflite, Expect::Refused(NOT_MINE)),
 ];
 
 #[test]

@@ -1,5 +1,5 @@
 //! The engine contract: one table of what every engine must do the same way, on a real
-//! model each (stories260K for llama.cpp, Candle, ONNX Runtime and ExecuTorch, the
+//! model each (stories260K for llama.cpp, Candle, ONNX Runtime, ExecuTorch and LiteRT, the
 //! pseudo-model for the mock). A row that fails names the engine and the clause.
 //!
 //! | clause | request | every engine answers |
@@ -27,7 +27,14 @@ fn engines(scratch: &Path) -> Vec<(&'static str, PathBuf)> {
         ("llama-cpp", stories.clone()),
         ("candle", stories),
         ("onnx", data_dir().join("onnx/stories260K-genai/fp32")),
-        ("executorch", runanywhere_tests::pte_with_tokenizer(scratch)),
+        (
+            "executorch",
+            runanywhere_tests::with_tokenizer(&scratch.join("pte"), "executorch/stories260K.pte"),
+        ),
+        (
+            "litert",
+            runanywhere_tests::with_tokenizer(&scratch.join("tflite"), "litert/stories260K.tflite"),
+        ),
         ("mock", PathBuf::from("mock")),
     ]
 }

@@ -13,6 +13,7 @@ mod example_engine;
 mod executorch;
 mod faults;
 mod hardening;
+mod litert;
 mod llama;
 mod logprobs;
 mod mock_cli;

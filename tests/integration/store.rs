@@ -603,6 +603,8 @@ fn shared_files() -> Vec<(PathBuf, Option<&'static str>)> {
                 Some("llama2c")
             } else if name.ends_with(".pte") {
                 Some("pte")
+            } else if name.ends_with(".tflite") {
+                Some("tflite")
             } else if name.ends_with(".safetensors") {
                 // MLX's exports (mlx/) are safetensors files.
                 Some("safetensors")

@@ -101,19 +101,20 @@ pub fn plugin_dir(fixtures: &[&str]) -> tempfile::TempDir {
     dir
 }
 
-/// `executorch/stories260K.pte` copied into `dir` with `tok512.bin` beside it (a `.pte`
-/// holds no tokenizer; the engine finds one next to the program), once.
-pub fn pte_with_tokenizer(dir: &Path) -> PathBuf {
-    let out = dir.join("stories260K.pte");
+/// The shared data's model file `model` (e.g. `executorch/stories260K.pte`) copied into
+/// `dir` with `tok512.bin` beside it (`.pte` and `.tflite` files hold no tokenizer; the
+/// engines find one next to the model), once.
+pub fn with_tokenizer(dir: &Path, model: &str) -> PathBuf {
+    let src = data_dir().join(model);
+    let out = dir.join(src.file_name().expect("a file name"));
     if !out.exists() {
-        std::fs::create_dir_all(dir).expect("create the .pte folder");
+        std::fs::create_dir_all(dir).expect("create the model folder");
         std::fs::copy(
             data_dir().join("tinystories/tok512.bin"),
             dir.join("tok512.bin"),
         )
         .expect("copy tok512.bin");
-        std::fs::copy(data_dir().join("executorch/stories260K.pte"), &out)
-            .expect("copy stories260K.pte");
+        std::fs::copy(&src, &out).expect("copy the model");
     }
     out
 }

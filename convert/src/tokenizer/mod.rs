@@ -224,6 +224,48 @@ pub fn from_file(path: &Path, vocab_size: usize) -> Result<ConvertedTokenizer, C
     }
 }
 
+/// The tokenizer of a model file that holds none (an ExecuTorch `.pte`, a `.tflite`):
+/// the file the user gave, else one next to the model — `tokenizer.json`, then
+/// llama2.c's `tok<vocab_size>.bin` / `tokenizer.bin` — with its path. The error names
+/// what was looked for and how to give one.
+pub fn side_file(
+    model: &Path,
+    given: Option<&Path>,
+    vocab_size: usize,
+) -> Result<(ConvertedTokenizer, std::path::PathBuf), ConvertError> {
+    let dir = model
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let json = dir.join("tokenizer.json");
+            if json.is_file() {
+                json
+            } else if let Some(bin) = llama2c::find_tokenizer(model, vocab_size) {
+                bin
+            } else {
+                let also = if dir.join("tokenizer.model").is_file() {
+                    " (a SentencePiece tokenizer.model is there, but it is not read: convert it \
+                     to tokenizer.json)"
+                } else {
+                    ""
+                };
+                return Err(ConvertError::invalid(
+                    model,
+                    format!(
+                        "the model file holds no tokenizer, and none was found next to it \
+                         (tokenizer.json, tok{vocab_size}.bin or tokenizer.bin){also}; give one \
+                         with --tokenizer"
+                    ),
+                ));
+            }
+        }
+    };
+    Ok((from_file(&path, vocab_size)?, path))
+}
+
 /// llama.cpp's per-model token attributes that change tokenization: for Phi-3 (by
 /// `general.name`), special and user-defined tokens swallow the whitespace after them,
 /// except `<unk>`, `<s>` and `<|endoftext|>`.

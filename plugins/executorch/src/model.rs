@@ -176,45 +176,16 @@ fn check_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The tokenizer: the file the request names, else one next to the program
-/// (`tokenizer.json`, then llama2.c's `tok<V>.bin` / `tokenizer.bin`). Returns it with
-/// its path.
+/// The tokenizer: the file the request names, else one next to the program (see
+/// [`runanywhere_convert::tokenizer::side_file`]), with the program's own BOS/EOS ids
+/// (where it records them) winning over the tokenizer's. Returns it with its path.
 fn tokenizer(
     model: &Path,
     given: Option<&Path>,
     interface: &Interface,
 ) -> Result<(Vocab, PathBuf)> {
     let vocab = interface.vocab as usize;
-    let dir = model
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let path = match given {
-        Some(p) => p.to_path_buf(),
-        None => {
-            let json = dir.join("tokenizer.json");
-            if json.is_file() {
-                json
-            } else if let Some(bin) = runanywhere_convert::llama2c::find_tokenizer(model, vocab) {
-                bin
-            } else {
-                let spm = dir.join("tokenizer.model");
-                let also = if spm.is_file() {
-                    " (a SentencePiece tokenizer.model is there, but it is not read: convert it \
-                     to tokenizer.json)"
-                } else {
-                    ""
-                };
-                return Err(EtError::InvalidModel(format!(
-                    "{}: an ExecuTorch program holds no tokenizer, and none was found next to it \
-                     (tokenizer.json, tok{vocab}.bin or tokenizer.bin){also}; give one with \
-                     --tokenizer",
-                    model.display()
-                )));
-            }
-        }
-    };
-    let converted = runanywhere_convert::tokenizer::from_file(&path, vocab)
+    let (converted, path) = runanywhere_convert::tokenizer::side_file(model, given, vocab)
         .map_err(|e| EtError::InvalidModel(e.to_string()))?;
     let mut special = converted.special;
     // What the program records wins over the tokenizer's guess.
