@@ -24,7 +24,15 @@ shim="librunanywhere_executorch_shim.so"
 stamp="$dest/.shim.sha256"
 want="$(sha256sum "$shim_src" | cut -d' ' -f1)-${version}"
 
-if [ -f "$dest/$shim" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+libs_ok() {
+  local d="$1"
+  [ "$(cat "$d/.wheel.sha256" 2>/dev/null)" = "$sha256" ] && [ -d "$d/include/executorch" ] &&
+    for lib in libexecutorch.so libexecutorch_kernels_optimized.so \
+      libexecutorch_backend_xnnpack.so libexecutorch_threadpool.so; do
+      [ -f "$d/lib/$lib" ] || return 1
+    done
+}
+if libs_ok "$dest" && [ -f "$dest/$shim" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   echo "fetch-executorch: $dest up to date (ExecuTorch $version)" >&2
   exit 0
 fi
@@ -53,10 +61,11 @@ if ! python3 -m pip --version >/dev/null 2>&1; then
   exit 1
 fi
 
-tmp="$(mktemp -d)"
+# Staged next to $dest (same filesystem), so the final rename is atomic.
+tmp="$(mktemp -d "$dest.tmp.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-if [ -f "$dest/lib/libexecutorch.so" ] && [ -d "$dest/include/executorch" ]; then
-  # Only the shim is out of date.
+if libs_ok "$dest"; then
+  # Only the shim is out of date (the libraries are this wheel's).
   cp -a "$dest" "$tmp/stage"
 else
   echo "fetch-executorch: downloading the executorch==$version wheel with pip" >&2
@@ -85,6 +94,7 @@ with zipfile.ZipFile(wheel) as z:
         if n.startswith("executorch/include/") and not n.endswith("/"):
             z.extract(n, out)
 PY
+  echo "$sha256" > "$tmp/stage/.wheel.sha256"
   mv "$tmp/stage/executorch/lib" "$tmp/stage/lib"
   mv "$tmp/stage/executorch/include" "$tmp/stage/include"
   rmdir "$tmp/stage/executorch"

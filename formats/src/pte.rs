@@ -72,12 +72,15 @@ pub fn check(mut reader: impl Read, len: u64, facts: &mut Facts) -> Result<Summa
             segment_bytes,
         });
     }
-    let mut bytes = head.to_vec();
+    // The program may be shorter than the head read so far (a file without an extended
+    // header, or one whose header says so): keep only its bytes.
+    let mut bytes = head[..head.len().min(program_size as usize)].to_vec();
+    let have = bytes.len();
     bytes.resize(program_size as usize, 0);
-    let got = read_up_to(&mut reader, &mut bytes[head.len()..])?;
-    if head.len() + got < program_size as usize {
+    let got = read_up_to(&mut reader, &mut bytes[have..])?;
+    if have + got < program_size as usize {
         return Err(problem(
-            (head.len() + got) as u64,
+            (have + got) as u64,
             "the file ends inside the program (truncated)",
         ));
     }
@@ -192,7 +195,7 @@ fn extended_header(bytes: &[u8], len: u64) -> Result<(u64, u64), FormatError> {
     }
     let program_size = u64_at(16)?;
     let segment_base = u64_at(24)?;
-    if program_size < 16 || program_size > len {
+    if program_size < 8 + u64::from(header_len) || program_size > len {
         return Err(problem(
             16,
             format!(
@@ -203,6 +206,9 @@ fn extended_header(bytes: &[u8], len: u64) -> Result<(u64, u64), FormatError> {
     }
     let segment_bytes = if header_len >= 32 {
         u64_at(32)?
+    } else if segment_base == 0 {
+        // Older 24-byte headers: a base of 0 means "no segments".
+        0
     } else {
         len.saturating_sub(segment_base)
     };
@@ -323,6 +329,14 @@ mod tests {
         let err = check(&p[..p.len() - 1], &mut Facts::default()).unwrap_err();
         assert_eq!(err.offset, 24);
         assert!(err.problem.contains("truncated"), "{err}");
+
+        // A header whose program size is shorter than the bytes already read (a panic
+        // once): an error, not a slice out of range.
+        let mut short = p.clone();
+        short[16..24].copy_from_slice(&30u64.to_le_bytes());
+        assert!(check(&short, &mut Facts::default()).is_err());
+        short[16..24].copy_from_slice(&20u64.to_le_bytes());
+        assert!(check(&short, &mut Facts::default()).is_err());
 
         // A method name that runs off the end.
         let mut bad = p.clone();

@@ -155,10 +155,12 @@ pub fn run_all(
         };
         crate::metrics::reset_peak_rss();
         let loaded = runtime.load_resolved(model, &options)?;
-        results.push(bench(&loaded, prompt, max_tokens, runs, turn)?);
+        let result = bench(&loaded, prompt, max_tokens, runs, turn);
         let key = loaded.key().clone();
         drop(loaded);
+        // Unloaded on failure too: a failed row must not keep its model resident.
         runtime.models().unload(&key);
+        results.push(result?);
     }
     Ok(results)
 }

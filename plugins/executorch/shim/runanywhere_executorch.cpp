@@ -20,6 +20,7 @@
 // to it. scripts/fetch-executorch.sh builds it next to the wheel's libraries.
 
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -349,6 +350,19 @@ RA_EXPORT int ra_et_forward(ra_et_model* model, const int64_t* tokens, size_t n,
     return fail(err, "ra_et_forward: null or empty argument");
   }
   *written = 0;
+  // Sizes are int32 in ExecuTorch's tensors: a larger count would wrap and trip an
+  // ET_CHECK (an abort) instead of an error.
+  if (n > static_cast<size_t>(INT32_MAX) || pos < 0 ||
+      pos > static_cast<int64_t>(INT32_MAX) - static_cast<int64_t>(n)) {
+    return fail(err, "ra_et_forward: token count or position out of range");
+  }
+  if (!wide) {
+    for (size_t i = 0; i < n; ++i) {
+      if (tokens[i] < INT32_MIN || tokens[i] > INT32_MAX) {
+        return fail(err, "ra_et_forward: a token id does not fit the program's int32 input");
+      }
+    }
+  }
   return guard(err, [&] {
     using executorch::extension::from_blob;
     std::vector<int32_t> tokens32;

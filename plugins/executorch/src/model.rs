@@ -52,11 +52,7 @@ impl ExecuTorchModel {
             return Err(EtError::InvalidRequest("no model path given".into()));
         }
         check_file(path)?;
-        if request.threads > 0 {
-            // SAFETY: a plain call into the shim, which catches everything.
-            let threads = unsafe { (runtime.shim.set_threads)(request.threads) };
-            tracing::debug!(threads, "ExecuTorch thread pool");
-        }
+        set_threads_once(runtime, request.threads);
         // The interface is read from a program opened for the purpose even for a
         // vocab-only load: the vocabulary size and BOS/EOS are the program's.
         let mut program = Program::open(runtime, path)?;
@@ -157,6 +153,30 @@ impl ExecuTorchModel {
             request,
             sink,
         )
+    }
+}
+
+/// Sizes ExecuTorch's process-wide thread pool, once: resetting it later would free
+/// the pool that programs already loaded (their XNNPACK runtimes) still point at. A
+/// later load asking for another count keeps the first (said in the log).
+fn set_threads_once(runtime: &Runtime, threads: u32) {
+    static SET: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    if threads == 0 {
+        return;
+    }
+    let first = *SET.get_or_init(|| {
+        // SAFETY: a plain call into the shim, which catches everything; no program is
+        // loaded yet in this process.
+        let size = unsafe { (runtime.shim.set_threads)(threads) };
+        tracing::debug!(threads, size, "ExecuTorch thread pool");
+        threads
+    });
+    if first != threads {
+        tracing::info!(
+            asked = threads,
+            kept = first,
+            "ExecuTorch's thread pool is process-wide and was sized by the first load"
+        );
     }
 }
 

@@ -289,7 +289,13 @@ impl Interface {
                 ))
             })?;
         let chunk = tokens.sizes[1];
-        let max_seq_len = match meta("get_max_seq_len")?.and_then(Number::as_int) {
+        // The cache's length: `get_max_context_len` where the exporter writes it (newer
+        // ones do; `get_max_seq_len` is then the per-call bound), else `get_max_seq_len`.
+        let context = match meta("get_max_context_len")?.and_then(Number::as_int) {
+            Some(n) => Some(n),
+            None => meta("get_max_seq_len")?.and_then(Number::as_int),
+        };
+        let max_seq_len = match context {
             Some(n) if n > 0 => n,
             Some(n) => {
                 return Err(EtError::InvalidModel(format!(
